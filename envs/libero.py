@@ -74,7 +74,7 @@ class LiberoEnv(gym.Env):
 
     ## Episodes
     ``reset(options={"init_state_id": k})`` loads the benchmark's fixed init state ``k`` (0..49; without the
-    option, init states are cycled per episode), then runs ``num_steps_wait`` settle steps
+    option, init states are cycled per episode, restarting at 0 whenever ``seed`` is given), then runs ``num_steps_wait`` settle steps
     ``[0, 0, 0, 0, 0, 0, -1]`` that do not count against the step limit. LIBERO re-samples fixture poses from
     numpy's global RNG, so it is seeded before every reset: same ``seed`` + same init state -> identical
     first observation. The episode terminates on success (reward 1.0, ``info["is_success"]``) and is
@@ -147,6 +147,7 @@ class LiberoEnv(gym.Env):
         self.action_space = spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
 
         self._env = None  # the LIBERO OffScreenRenderEnv, created on first reset
+        self._fixture_poses: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._raw_obs: dict[str, np.ndarray] | None = None
         self._elapsed = 0
         self._next_init_state_id = 0
@@ -159,7 +160,8 @@ class LiberoEnv(gym.Env):
             _, _, OffScreenRenderEnv, backend = _libero_modules(self._gl_backend_request)
             self.gl_backend = backend
             cameras = ["agentview", "robot0_eye_in_hand"] if self.wrist else ["agentview"]
-            self._env = OffScreenRenderEnv(
+            np.random.seed(0)  # construction samples placements from the global RNG too
+            env = OffScreenRenderEnv(
                 bddl_file_name=str(self.bddl_file),
                 camera_heights=self.resolution,
                 camera_widths=self.resolution,
@@ -167,7 +169,27 @@ class LiberoEnv(gym.Env):
                 # robosuite raises past its own horizon; keep it beyond ours so truncation is ours alone.
                 horizon=self.max_episode_steps + self.num_steps_wait + 100,
             )
+            # Fixtures (cabinets, stoves, ...) have no joints, so init states do not fix them, and LIBERO's
+            # sampler places them relative to their previous pose at every hard reset: the official loop lets
+            # them drift from episode to episode. We pin them to their poses in the first episode after
+            # env.seed(0) (the official eval's setting), which makes every episode reproducible.
+            env.seed(0)
+            env.reset()
+            inner = env.env
+            self._fixture_poses = {
+                name: (np.array(inner.sim.model.body_pos[bid]), np.array(inner.sim.model.body_quat[bid]))
+                for name in inner.fixtures_dict
+                for bid in [inner.sim.model.body_name2id(inner.fixtures_dict[name].root_body)]
+            }
+            self._env = env
         return self._env
+
+    def _pin_fixtures(self) -> None:
+        inner = self._env.env
+        for name, (pos, quat) in self._fixture_poses.items():
+            bid = inner.sim.model.body_name2id(inner.fixtures_dict[name].root_body)
+            inner.sim.model.body_pos[bid] = pos
+            inner.sim.model.body_quat[bid] = quat
 
     @property
     def init_states(self) -> np.ndarray:
@@ -191,7 +213,8 @@ class LiberoEnv(gym.Env):
                 raise ValueError(f"options['init_state_id']={k!r}; expected an int in [0, {n_init - 1}]")
             k = int(k)
         else:
-            k = self._next_init_state_id
+            # Seeding restarts the cycle, so reset(seed=s) is deterministic as Gymnasium requires.
+            k = 0 if seed is not None else self._next_init_state_id
         self._next_init_state_id = (k + 1) % n_init
         self.init_state_id = k
 
@@ -200,6 +223,7 @@ class LiberoEnv(gym.Env):
         # episode seed when given, else from this env's own generator (reproducible under a seeded reset).
         env.seed(int(seed) if seed is not None else int(self.np_random.integers(0, 2**31 - 1)))
         env.reset()
+        self._pin_fixtures()
         raw = env.set_init_state(self.init_states[k])
         for _ in range(self.num_steps_wait):
             raw, _, _, _ = env.step(DUMMY_ACTION.astype(np.float64))
