@@ -1,0 +1,220 @@
+"""WorldVLA as an agent: ``agent.act(obs) -> (7,)`` with a frame-history buffer and an action-chunk queue."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from wvla_gym.runtime import WorldVLARuntime
+
+
+class WorldVLAAgent:
+    """The WorldVLA policy behind the loop every LIBERO user writes::
+
+        agent = WorldVLAAgent.from_pretrained()          # or a local folder / Hub id
+        obs, info = env.reset(options={"init_state_id": 0})
+        agent.reset(instruction=info["task_description"])
+        while not done:
+            obs, reward, terminated, truncated, info = env.step(agent.act(obs))
+
+    Protocol (WorldVLA's LIBERO eval): the model is queried only when the action queue is empty; each query
+    returns a chunk of K actions (``n_action_steps``, default the checkpoint's K), all executed open-loop. The
+    prompt holds the last M frames of the *environment steps* (M from the checkpoint, 2 for the released models):
+    the frame of the previous env step and the current one; the first query of an episode has one frame. The
+    history is appended on every ``act`` call, including steps served from the queue.
+
+    The instruction comes from ``obs["instruction"]``, then ``info["task_description"]``, then the one given to
+    the constructor or ``reset``; none of them -> ``ValueError``.
+
+    Vector envs: ``act_batch(obs_batch)`` keeps one history and queue per sub-env and batches the model call over
+    the sub-envs whose queues are empty. SB3: ``predict(obs, state, episode_start, deterministic)`` implements
+    ``PolicyPredictor``, so ``stable_baselines3.common.evaluation.evaluate_policy(agent, vec_env)`` runs it.
+    """
+
+    def __init__(
+        self,
+        runtime: WorldVLARuntime,
+        *,
+        instruction: str | None = None,
+        n_action_steps: int | None = None,
+        decode: str = "parallel",
+        constrain_actions: bool = False,
+        image_key: str = "image",
+    ) -> None:
+        k = runtime.action_chunk if n_action_steps is None else n_action_steps
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"n_action_steps={n_action_steps!r}; expected None or a positive int")
+        if decode not in ("parallel", "sequential"):
+            raise ValueError(f"decode={decode!r}; expected 'parallel' or 'sequential'")
+        if instruction is not None and not isinstance(instruction, str):
+            raise ValueError(f"instruction={instruction!r}; expected a str or None")
+        self.runtime = runtime
+        self.instruction = instruction
+        self.n_action_steps = int(k)
+        self.decode = decode
+        self.constrain_actions = constrain_actions
+        self.image_key = image_key
+        self.history_len = int(runtime.history)
+        self.resolution = int(runtime.resolution)
+        self._histories: list[deque[np.ndarray]] = []
+        self._queues: list[deque[np.ndarray]] = []
+        # Wall time inside act*/predict and inside model calls, for the overhead benchmark.
+        self.timing = {"act_s": 0.0, "model_s": 0.0, "queries": 0, "steps": 0}
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_hub_id: str | os.PathLike | None = None,
+        *,
+        device: str = "cpu",
+        dtype: Any = None,
+        **kwargs: Any,
+    ) -> WorldVLAAgent:
+        """Load a checkpoint (ours or a released one; ``None`` -> the embedded default) and wrap it."""
+        return cls(WorldVLARuntime.from_pretrained(path_or_hub_id, device=device, dtype=dtype), **kwargs)
+
+    @property
+    def action_chunk(self) -> int:
+        return self.n_action_steps
+
+    # ------------------------------------------------------------------ episode state
+    def reset(self, instruction: str | None = None, *, num_envs: int | None = None) -> None:
+        """Start new episodes: clears frame histories and action queues (and sets the instruction if given)."""
+        if instruction is not None:
+            if not isinstance(instruction, str):
+                raise ValueError(f"instruction={instruction!r}; expected a str")
+            self.instruction = instruction
+        n = len(self._queues) if num_envs is None else num_envs
+        self._histories = [deque(maxlen=self.history_len) for _ in range(n)]
+        self._queues = [deque() for _ in range(n)]
+
+    def _reset_env(self, i: int) -> None:
+        self._histories[i] = deque(maxlen=self.history_len)
+        self._queues[i] = deque()
+
+    def _ensure_envs(self, n: int) -> None:
+        if len(self._queues) != n:
+            if self._queues and any(self._queues) and len(self._queues) != n:
+                raise ValueError(
+                    f"got a batch of {n} observations but the agent tracks {len(self._queues)} envs; "
+                    "call reset(num_envs=...) when the number of envs changes"
+                )
+            self.reset(num_envs=n)
+
+    # ------------------------------------------------------------------ input checks
+    def _frames(self, obs: Any, batched: bool) -> np.ndarray:
+        if not isinstance(obs, Mapping) or self.image_key not in obs:
+            got = sorted(obs) if isinstance(obs, Mapping) else type(obs).__name__
+            raise ValueError(f"obs must be a dict with key {self.image_key!r} (uint8 HxWx3 agent view); got {got}")
+        img = np.asarray(obs[self.image_key])
+        r = self.resolution
+        want = f"(N, {r}, {r}, 3)" if batched else f"({r}, {r}, 3)"
+        if img.dtype != np.uint8 or img.shape[-3:] != (r, r, 3) or img.ndim != (4 if batched else 3):
+            raise ValueError(
+                f"obs[{self.image_key!r}] must be uint8 of shape {want} (rotated like WorldVLA-LIBERO-v0, at the "
+                f"checkpoint's resolution); got {img.dtype} {img.shape}"
+            )
+        return img if batched else img[None]
+
+    def _instructions(self, obs: Mapping, info: Any, n: int) -> list[str]:
+        if "instruction" in obs:
+            val = obs["instruction"]
+            out = [val] * n if isinstance(val, str) else [str(v) for v in val]
+        elif isinstance(info, Mapping) and "task_description" in info:
+            val = info["task_description"]
+            out = [val] * n if isinstance(val, str) else [str(v) for v in val]
+        elif self.instruction is not None:
+            out = [self.instruction] * n
+        else:
+            raise ValueError(
+                "no instruction: pass obs['instruction'], info['task_description'] (act(obs, info)), "
+                "WorldVLAAgent(..., instruction=...) or agent.reset(instruction=...)"
+            )
+        if len(out) != n:
+            raise ValueError(f"got {len(out)} instructions for {n} observations")
+        return out
+
+    # ------------------------------------------------------------------ acting
+    def _step_batch(self, frames: np.ndarray, instructions: list[str]) -> np.ndarray:
+        t0 = time.perf_counter()
+        for i, f in enumerate(frames):
+            self._histories[i].append(f)
+        need = [i for i, q in enumerate(self._queues) if not q]
+        if need:
+            t1 = time.perf_counter()
+            chunks = self.runtime.predict_action_chunk(
+                [list(self._histories[i]) for i in need],
+                [instructions[i] for i in need],
+                decode=self.decode,
+                constrain_actions=self.constrain_actions,
+                n_actions=self.n_action_steps,
+            )
+            self.timing["model_s"] += time.perf_counter() - t1
+            self.timing["queries"] += 1
+            for i, chunk in zip(need, chunks, strict=True):
+                self._queues[i].extend(np.asarray(chunk, dtype=np.float32))
+        out = np.stack([q.popleft() for q in self._queues]).astype(np.float32)
+        self.timing["act_s"] += time.perf_counter() - t0
+        self.timing["steps"] += 1
+        return out
+
+    def act(self, obs: Mapping[str, Any], info: Mapping[str, Any] | None = None) -> np.ndarray:
+        """The next action ``(7,)`` float32 for one env; queries the model only when the chunk queue is empty."""
+        frames = self._frames(obs, batched=False)
+        self._ensure_envs(1)
+        return self._step_batch(frames, self._instructions(obs, info, 1))[0]
+
+    def act_chunk(self, obs: Mapping[str, Any], info: Mapping[str, Any] | None = None) -> np.ndarray:
+        """A fresh chunk ``(K, 7)`` for one env (drops any queued actions; the frame joins the history)."""
+        frames = self._frames(obs, batched=False)
+        self._ensure_envs(1)
+        self._queues[0].clear()
+        first = self._step_batch(frames, self._instructions(obs, info, 1))[0]
+        rest = list(self._queues[0])
+        self._queues[0].clear()
+        return np.stack([first, *rest]).astype(np.float32)
+
+    def act_batch(self, obs_batch: Mapping[str, Any], infos: Mapping[str, Any] | None = None) -> np.ndarray:
+        """Next actions ``(N, 7)`` for N sub-envs of a vector env (one batched model call for empty queues)."""
+        frames = self._frames(obs_batch, batched=True)
+        self._ensure_envs(len(frames))
+        return self._step_batch(frames, self._instructions(obs_batch, infos, len(frames)))
+
+    # ------------------------------------------------------------------ SB3 PolicyPredictor
+    def predict(
+        self,
+        observation: Mapping[str, Any],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """SB3's ``PolicyPredictor.predict``: batched or single observations; ``episode_start`` resets sub-envs.
+
+        Decoding is greedy whatever ``deterministic`` says (WorldVLA's protocol). The agent keeps its own
+        recurrent state (histories and queues), so ``state`` is passed through unchanged.
+        """
+        img = np.asarray(observation[self.image_key]) if isinstance(observation, Mapping) and self.image_key in observation else None
+        if img is not None and img.ndim == 3:
+            return self.act(observation), state
+        frames = self._frames(observation, batched=True)
+        self._ensure_envs(len(frames))
+        if episode_start is not None:
+            starts = np.asarray(episode_start, dtype=bool).reshape(-1)
+            if len(starts) != len(frames):
+                raise ValueError(f"episode_start has {len(starts)} entries for {len(frames)} observations")
+            for i in np.flatnonzero(starts):
+                self._reset_env(int(i))
+        return self._step_batch(frames, self._instructions(observation, None, len(frames))), state
+
+    def __repr__(self) -> str:
+        return (
+            f"WorldVLAAgent(K={self.n_action_steps}, M={self.history_len}, resolution={self.resolution}, "
+            f"decode={self.decode!r})"
+        )
+
