@@ -1,0 +1,104 @@
+"""Agreement study: does success in imagination predict success in real LIBERO?
+
+Policies of clearly different quality, each on libero_object tasks, in the real env and in the imagined
+env from the same init states, then Pearson / Spearman / MMRV (imagined first, real second), per-episode
+accuracy and Cohen's κ, and the scatter + per-task plots:
+
+* ``scripted`` expert, and the expert with action noise 0.3 and 0.6 (privileged: they run closed-loop in
+  the real env; their imagined twin replays the exact real action sequence, so the world model and its
+  success judge are tested on the same actions),
+* ``random`` (uniform actions) and ``zero`` (holds still): near 0 % in reality,
+* optionally WorldVLA checkpoints (``--worldvla ckpt_a ckpt_b``), closed-loop in both envs.
+
+Full run (needs the trained default world model or ``--world-model``)::
+
+    python benchmarks/agreement_study.py --out results/agreement_study
+    wvla-gym agreement results/agreement_study
+
+Smoke path (minutes on CPU: 1 task, 2 trials, 20-step limit; imagined side uses a tiny random model)::
+
+    python benchmarks/agreement_study.py --tiny --out /tmp/agreement_tiny
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tyro
+
+from wvla_gym.evaluation import EvalConfig, evaluate, read_records
+from wvla_gym.evaluation.agreement import agreement_from_records, format_table
+from wvla_gym.evaluation.policies import RandomPolicy, ReplayPolicy, ZeroPolicy
+
+
+@dataclass
+class StudyArgs:
+    out: Path = Path("results/agreement_study")
+    tasks: list[int] = field(default_factory=lambda: list(range(10)))
+    trials: int = 50
+    noise_levels: list[float] = field(default_factory=lambda: [0.0, 0.3, 0.6])
+    worldvla: list[str] = field(default_factory=list)
+    """WorldVLA checkpoints (e.g. from different training steps) to add as closed-loop policies."""
+    world_model: str | None = None
+    """Imagined env checkpoint; default: the embedded default model."""
+    resolution: int = 256
+    max_episode_steps: int | None = None
+    imagined: bool = True
+    tiny: bool = False
+    """Smoke path: task 0, 2 trials, 20 steps, 64 px, a tiny random world model."""
+
+
+def _replay_factory(env, records_path: str, policy: str):
+    recs = [r for r in read_records(records_path) if r["policy"] == policy and r["env"] == "real"]
+    return ReplayPolicy.from_records(env, recs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = tyro.cli(StudyArgs, args=argv)
+    if args.tiny:
+        args.tasks, args.trials, args.max_episode_steps, args.resolution = [0], 2, 20, 32
+        if args.world_model is None and args.imagined:
+            from wvla_gym.model.tiny import make_tiny_checkpoint
+
+            args.world_model = str(Path(tempfile.mkdtemp()) / "tiny")
+            make_tiny_checkpoint(args.world_model)
+    from wvla_gym.cli.policy_spec import resolve_policy
+
+    common = dict(suite="libero_object", tasks=args.tasks, trials=args.trials, out=args.out, resolution=args.resolution,
+                  wrist=False, max_episode_steps=args.max_episode_steps, seed=0)
+    imagined_kwargs = {"checkpoint": args.world_model} if args.world_model else {}
+    episodes = args.out / "episodes.jsonl"
+    policies = []
+    for noise in args.noise_levels:
+        r = resolve_policy("scripted", noise_std=noise)
+        policies.append((r.name, r.factory, True))
+    policies.append(("random", lambda env: RandomPolicy(scale=1.0), False))
+    policies.append(("zero", lambda env: ZeroPolicy(), False))
+    for ckpt in args.worldvla:
+        r = resolve_policy("worldvla", checkpoint=ckpt)
+        policies.append((r.name, r.factory, False))
+    for name, factory, privileged in policies:
+        evaluate(factory, EvalConfig(env="real", policy_name=name, record_actions=privileged, **common))
+        if not args.imagined:
+            continue
+        imag_factory = functools.partial(_replay_factory, records_path=str(episodes), policy=name) if privileged else factory
+        evaluate(imag_factory, EvalConfig(env="imagined", policy_name=name, imagined_env_kwargs=imagined_kwargs, **common))
+    report = agreement_from_records(read_records(episodes))
+    (args.out / "agreement.json").write_text(json.dumps(report, indent=2) + "\n")
+    table = format_table(report)
+    (args.out / "agreement.md").write_text(table + "\n")
+    print(table)
+    if report["points"]:
+        from wvla_gym.evaluation.plots import plot_scatter, plot_task_bars
+
+        plot_scatter(report, args.out / "agreement_scatter.png")
+        plot_task_bars(report, args.out / "agreement_tasks.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,82 @@
+"""A fast fake LIBERO-like env for runner tests (same obs/action contract, no simulator).
+
+Importing this module registers ``EvalFake-v0``; pass ``"eval_fakes:EvalFake-v0"`` as env id so worker
+processes import it too.
+"""
+
+from __future__ import annotations
+
+import time
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.envs.registration import register, registry
+
+from wvla_gym.protocol import SUITE_MAX_STEPS
+
+
+class EvalFakeEnv(gym.Env):
+    """Success after 3 consecutive steps with ``action[0] > 0.5``; raises at init state ``raise_at_init``."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, task_suite: str = "libero_object", task_id: int = 0, resolution: int = 16, wrist: bool = False,
+                 num_steps_wait: int = 10, max_episode_steps: int | None = None, step_sleep: float = 0.0,
+                 raise_at_init: int | None = None, kind: str = "real") -> None:
+        self.task_suite, self.task_id, self.kind = task_suite, task_id, kind
+        self.limit = max_episode_steps or SUITE_MAX_STEPS[task_suite]
+        self.step_sleep, self.raise_at_init, self.res = step_sleep, raise_at_init, resolution
+        self.observation_space = spaces.Dict(
+            {"image": spaces.Box(0, 255, (resolution, resolution, 3), np.uint8),
+             "state": spaces.Box(-np.inf, np.inf, (8,), np.float32)}
+        )
+        self.action_space = spaces.Box(-1.0, 1.0, (7,), np.float32)
+        self.init_state_id = None
+
+    def _obs(self):
+        img = np.full((self.res, self.res, 3), (self.init_state_id * 20 + self.t * 5) % 256, np.uint8)
+        img[0, 0, 0] = self.init_state_id  # lets test policies see which trial they are in
+        return {"image": img, "state": np.full(8, self.t, np.float32)}
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.init_state_id = int((options or {})["init_state_id"])
+        self.t, self.streak = 0, 0
+        return self._obs(), {"init_state_id": self.init_state_id, "task_description": f"fake task {self.task_id}",
+                             "is_success": False}
+
+    def step(self, action):
+        if self.raise_at_init is not None and self.init_state_id == self.raise_at_init and self.t == 1:
+            raise RuntimeError("simulated simulator crash")
+        if self.step_sleep:
+            time.sleep(self.step_sleep)
+        self.t += 1
+        self.streak = self.streak + 1 if float(action[0]) > 0.5 else 0
+        success = self.streak >= 3
+        trunc = not success and self.t >= self.limit
+        return self._obs(), float(success), success, trunc, {"is_success": success, "init_state_id": self.init_state_id}
+
+
+class PushPolicy:
+    """Pushes ``action[0] = 1`` on even init states (succeeds), holds still on odd ones (fails)."""
+
+    def __init__(self, env=None) -> None:
+        self.even = True
+
+    def reset(self, *, seed=None) -> None:
+        self.t = 0
+
+    def act(self, obs):
+        if self.t == 0:
+            self.even = int(obs["image"][0, 0, 0]) % 2 == 0  # pixel (0, 0) = init state id
+        self.t += 1
+        return np.array([1.0 if self.even else 0.0, 0, 0, 0, 0, 0, -1], np.float32)
+
+
+def push_factory(env) -> PushPolicy:
+    return PushPolicy(env)
+
+
+if "EvalFake-v0" not in registry:
+    register(id="EvalFake-v0", entry_point=EvalFakeEnv)

@@ -1,0 +1,1 @@
+"""`wvla-gym` subcommands; the only part of the core that may import `agents` and `envs`."""

@@ -1,0 +1,144 @@
+"""``wvla-gym eval``: run the LIBERO protocol for one policy on real, imagined or both envs.
+
+Example::
+
+    wvla-gym eval --policy scripted --suite libero_object --tasks 0,1 --trials 50 --env real --out results/
+    wvla-gym eval --policy worldvla --checkpoint ckpt/ --env both --video --backend vector --num-envs 4
+
+Re-running the same command resumes: finished episodes are skipped, errored ones retried.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import tyro
+
+from wvla_gym.evaluation.results import checkpoint_sha256
+from wvla_gym.evaluation.runner import EvalConfig, evaluate
+from wvla_gym.protocol import NUM_INIT_STATES, SUITE_NUM_TASKS
+
+
+@dataclass
+class EvalArgs:
+    """Evaluate a policy on the LIBERO protocol (trial k = init state k, 10 settle steps, suite step limits)."""
+
+    policy: str
+    """worldvla | scripted | random | zero | sb3:PATH | sb3:ALGO:PATH | module:callable (callable(env) -> policy)"""
+    checkpoint: str | None = None
+    """WorldVLA checkpoint (folder or Hub id) for --policy worldvla; also the world model unless --world-model."""
+    world_model: str | None = None
+    """Checkpoint of the imagined env's world model (default: --checkpoint)."""
+    suite: str = "libero_object"
+    tasks: str = "all"
+    """'all' or comma-separated task ids, e.g. '0,3,7'."""
+    trials: int = NUM_INIT_STATES
+    env: Literal["real", "imagined", "both"] = "real"
+    out: Path = Path("results")
+    name: str | None = None
+    """Policy name in the results (default derived from --policy, --checkpoint and --noise-std)."""
+    seed: int = 0
+    resolution: int = 256
+    wrist: bool = False
+    """Render the wrist camera too (WorldVLA-256 uses the agent view only; rendering dominates step cost)."""
+    max_episode_steps: int | None = None
+    """Override the suite step limit (quick looks only; results are then not protocol numbers)."""
+    noise_std: float = 0.0
+    """Gaussian action noise of the scripted expert."""
+    backend: Literal["sync", "vector", "ray"] = "sync"
+    num_envs: int = 1
+    ray_address: str | None = None
+    video: bool = False
+    retry_errors: bool = True
+    progress: bool = True
+    policy_kwargs: str = "{}"
+    """JSON dict passed to the policy loader (e.g. WorldVLAAgent.from_pretrained)."""
+    imagined_kwargs: str = "{}"
+    """JSON dict of extra WorldVLA-Imagined-v0 kwargs (e.g. {"success_threshold": 0.5})."""
+    hash_checkpoint: bool = True
+    """Record the SHA-256 of --checkpoint / --world-model in the summary (reads every byte once)."""
+
+
+def _parse_tasks(text: str, suite: str) -> list[int] | None:
+    if text.strip() == "all":
+        return None
+    try:
+        ids = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError as e:
+        raise ValueError(f"--tasks {text!r}; expected 'all' or comma-separated ints like '0,3,7'") from e
+    n = SUITE_NUM_TASKS.get(suite, 0)
+    bad = [t for t in ids if not 0 <= t < n]
+    if not ids or bad:
+        raise ValueError(f"--tasks {text!r}; expected ids in [0, {n - 1}] for {suite}")
+    return ids
+
+
+def _parse_json(flag: str, text: str) -> dict:
+    try:
+        val = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--{flag} {text!r} is not JSON; expected a JSON object like '{{\"key\": 1}}'") from e
+    if not isinstance(val, dict):
+        raise ValueError(f"--{flag} {text!r}; expected a JSON object")
+    return val
+
+
+def build_config(args: EvalArgs) -> tuple[EvalConfig, object]:
+    from wvla_gym.cli.policy_spec import resolve_policy
+
+    tasks = _parse_tasks(args.tasks, args.suite)
+    resolved = resolve_policy(args.policy, checkpoint=args.checkpoint, noise_std=args.noise_std,
+                              policy_kwargs=_parse_json("policy-kwargs", args.policy_kwargs))
+    if resolved.privileged and args.env != "real":
+        raise ValueError(f"--policy {args.policy} reads simulator state, so it only runs with --env real")
+    knobs = dict(resolved.knobs)
+    imagined_kwargs = _parse_json("imagined-kwargs", args.imagined_kwargs)
+    world_model = args.world_model or args.checkpoint
+    if args.env != "real":
+        if world_model is None and "checkpoint" not in imagined_kwargs:
+            raise ValueError("--env imagined/both needs a world model: pass --world-model (or --checkpoint)")
+        imagined_kwargs.setdefault("checkpoint", world_model)
+        knobs["world_model"] = world_model
+    if args.checkpoint:
+        knobs["checkpoint"] = args.checkpoint
+    if args.hash_checkpoint:
+        for key in ("checkpoint", "world_model"):
+            p = knobs.get(key)
+            if p and Path(p).exists():
+                knobs[f"{key}_sha256"] = checkpoint_sha256(p)
+    cfg = EvalConfig(
+        suite=args.suite, tasks=tasks, trials=args.trials, env=args.env, seed=args.seed,
+        policy_name=args.name or resolved.name, out=args.out, resolution=args.resolution, wrist=args.wrist,
+        max_episode_steps=args.max_episode_steps, backend=args.backend, num_envs=args.num_envs,
+        policy_in_workers=resolved.privileged, ray_address=args.ray_address, video=args.video,
+        retry_errors=args.retry_errors, progress=args.progress, imagined_env_kwargs=imagined_kwargs, knobs=knobs,
+    )
+    cfg.validate()
+    return cfg, resolved.factory
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = tyro.cli(EvalArgs, args=argv, prog="wvla-gym eval")
+    try:
+        cfg, factory = build_config(args)
+    except ValueError as e:
+        print(f"error: {e}")
+        return 2
+    summary = evaluate(factory, cfg)
+    res = summary["results"].get(cfg.policy_name, {})
+    for kind, block in res.items():
+        for suite, s in block["suites"].items():
+            rate = "n/a" if s["success_rate"] is None else f"{100 * s['success_rate']:.1f}%"
+            ci = "" if s["ci95"] is None else f" [95% CI {100 * s['ci95'][0]:.1f}-{100 * s['ci95'][1]:.1f}]"
+            print(f"{cfg.policy_name} {kind} {suite}: {rate}{ci} over {s['n']} episodes, {s['errors']} errors")
+    print(f"results: {Path(cfg.out) / 'episodes.jsonl'}, summary: {Path(cfg.out) / 'summary.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,96 @@
+"""Imagined-vs-real agreement from paired evaluation results (``--env both`` or separate runs).
+
+Two levels, both with imagined first and real second (SimplerEnv's ``calc_metrics`` order):
+
+* **rates**: one point per (policy, suite, task) with both env kinds -> Pearson, Spearman, MMRV, signed and
+  absolute gap; plus the same over one point per policy (suite-level success), the SimplerEnv setting.
+* **episodes**: pairs of episodes with the same (policy, suite, task, init state, seed) -> paired accuracy and
+  Cohen's κ.
+
+Error episodes are dropped before anything is computed (and counted in ``errors``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from wvla_gym.evaluation.metrics import agreement_report, cohen_kappa, paired_accuracy
+from wvla_gym.evaluation.results import latest_records
+
+
+def _rates(recs: list[dict[str, Any]]) -> tuple[float, int]:
+    return sum(bool(r["success"]) for r in recs) / len(recs), len(recs)
+
+
+def agreement_from_records(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    latest = list(latest_records(records).values())
+    errors = sum(r.get("error") is not None for r in latest)
+    valid = [r for r in latest if r.get("error") is None]
+    by_task: dict[tuple[str, str, int], dict[str, list[dict[str, Any]]]] = {}
+    for r in valid:
+        by_task.setdefault((r["policy"], r["suite"], int(r["task_id"])), {}).setdefault(r["env"], []).append(r)
+    points = []
+    for (policy, suite, task), kinds in sorted(by_task.items()):
+        if "real" in kinds and "imagined" in kinds:
+            ri, ni = _rates(kinds["imagined"])
+            rr, nr = _rates(kinds["real"])
+            points.append({"policy": policy, "suite": suite, "task_id": task, "imagined": ri, "real": rr,
+                           "n_imagined": ni, "n_real": nr})
+    out: dict[str, Any] = {"errors_excluded": errors, "points": points}
+    if not points:
+        out["task_level"] = None
+        out["policy_level"] = None
+    else:
+        out["task_level"] = agreement_report([p["imagined"] for p in points], [p["real"] for p in points])
+        pol: dict[str, dict[str, list[bool]]] = {}
+        for r in valid:
+            pol.setdefault(r["policy"], {}).setdefault(r["env"], []).append(bool(r["success"]))
+        pol_points = [
+            {"policy": p, "imagined": sum(k["imagined"]) / len(k["imagined"]), "real": sum(k["real"]) / len(k["real"])}
+            for p, k in sorted(pol.items())
+            if "imagined" in k and "real" in k
+        ]
+        out["policy_points"] = pol_points
+        out["policy_level"] = agreement_report([p["imagined"] for p in pol_points], [p["real"] for p in pol_points])
+    # Per-episode pairs: same trial in both envs.
+    eps: dict[tuple, dict[str, bool]] = {}
+    for r in valid:
+        key = (r["policy"], r["suite"], int(r["task_id"]), int(r["init_state_id"]), int(r["seed"]))
+        eps.setdefault(key, {})[r["env"]] = bool(r["success"])
+    pairs = [(v["imagined"], v["real"]) for v in eps.values() if "imagined" in v and "real" in v]
+    if pairs:
+        imag, real = [p[0] for p in pairs], [p[1] for p in pairs]
+        out["episode_level"] = {
+            "n_pairs": len(pairs),
+            "paired_accuracy": paired_accuracy(imag, real),
+            "cohen_kappa": cohen_kappa(imag, real),
+            "imagined_only_success": sum(a and not b for a, b in pairs),
+            "real_only_success": sum(b and not a for a, b in pairs),
+        }
+    else:
+        out["episode_level"] = None
+    return out
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """A Markdown table of the headline numbers (for the README and the terminal)."""
+
+    def f(x: Any) -> str:
+        return "n/a" if x is None else (f"{x:.3f}" if isinstance(x, float) else str(x))
+
+    rows = ["| level | points | Pearson ↑ | Spearman ↑ | MMRV ↓ | mean signed gap | mean abs gap |",
+            "|---|---|---|---|---|---|---|"]
+    for level in ("task_level", "policy_level"):
+        r = report.get(level)
+        if r:
+            rows.append(f"| {level.replace('_', ' ')} | {r['n_points']} | {f(r['pearson'])} | {f(r['spearman'])} | "
+                        f"{f(r['mmrv'])} | {f(r['mean_signed_gap'])} | {f(r['mean_absolute_gap'])} |")
+    e = report.get("episode_level")
+    if e:
+        rows.append("")
+        rows.append(f"Per-episode pairs: {e['n_pairs']}, paired accuracy {f(e['paired_accuracy'])}, "
+                    f"Cohen's κ {f(e['cohen_kappa'])} (imagined-only successes {e['imagined_only_success']}, "
+                    f"real-only {e['real_only_success']}).")
+    rows.append(f"Error episodes excluded: {report['errors_excluded']}.")
+    return "\n".join(rows)
