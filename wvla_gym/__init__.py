@@ -36,6 +36,9 @@ _LAZY: dict[str, str] = {
     "WorldVLAAgent": "agents.worldvla",
     "ScriptedLiberoExpert": "agents.scripted",
     "WorldVLARuntime": "wvla_gym.runtime",
+    "SuccessJudge": "wvla_gym.judge",
+    "CallableJudge": "wvla_gym.judge",
+    "ClassifierJudge": "wvla_gym.judge",
 }
 
 __all__ = ["__version__", *_LAZY]
