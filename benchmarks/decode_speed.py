@@ -1,0 +1,99 @@
+"""Sequential (official, masked, one token per step) vs parallel chunk decoding, same prompt, same tokens.
+
+Builds a random model of the given size (no weights needed), prefills one action-model-like prompt and decodes
+K=5 and K=10 action blocks both ways with ``constrain_actions=True`` (a random model does not emit the block
+structure by itself). Decode time excludes the shared prompt prefill, which is timed separately.
+The last printed line is one JSON object.
+
+    python benchmarks/decode_speed.py                       # ~290M params, < 5 min on 2 CPU cores
+    python benchmarks/decode_speed.py --hidden 512 --layers 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--hidden", type=int, default=1024)
+    ap.add_argument("--layers", type=int, default=12)
+    ap.add_argument("--heads", type=int, default=16)
+    ap.add_argument("--intermediate", type=int, default=2816)
+    ap.add_argument("--prompt-len", type=int, default=576, help="about 2 images at 256 px + text")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+
+    from wvla_gym.model.configuration_worldvla import WorldVLAConfig
+    from wvla_gym.model.modeling_worldvla import WorldVLAForConditionalGeneration
+    from wvla_gym.model.processing_worldvla import ByteTextTokenizer
+    from wvla_gym.model.token_layout import TokenLayout
+    from wvla_gym.runtime import WorldVLARuntime
+
+    layout = TokenLayout.worldvla(4 + np.arange(8192))  # released 65536-id vocabulary
+    cfg = WorldVLAConfig(
+        vocab_size=layout.vocab_size, layout=layout.to_dict(), hidden_size=args.hidden,
+        intermediate_size=args.intermediate, num_hidden_layers=args.layers, num_attention_heads=args.heads,
+        num_key_value_heads=args.heads, max_position_embeddings=4096,
+        vq_config=dict(embed_dim=4, num_embeddings=8192, latent_channels=4, resolution=32, base_channels=32,
+                       channel_multiplier=[1, 1], num_res_blocks=1),
+    )
+    cfg._attn_implementation = args.attn
+    model = WorldVLAForConditionalGeneration(cfg).eval()
+    n_params = sum(p.numel() for n, p in model.named_parameters() if "vqmodel" not in n)
+    rt = WorldVLARuntime(model, ByteTextTokenizer(0))
+    rng = np.random.default_rng(args.seed)
+    prompt = [layout.bos_id, *rng.integers(20000, 30000, 20).tolist()]
+    side = 16  # 256 px images: 276 tokens each; whole images only (a cut image would change the mask rule)
+    while len(prompt) + layout.image_seq_len(side, side) < args.prompt_len:
+        img = [layout.boi_id, layout.grid_token(side), layout.grid_token(side)]
+        for _ in range(side):
+            img += [int(layout.image_ids[c]) for c in rng.integers(0, 8192, side)] + [layout.row_end_id]
+        prompt += img + [layout.eoi_id]
+    prompt = prompt + [layout.end_of_turn_id]
+
+    with torch.inference_mode():
+        rt._prefill([prompt])  # warm-up
+        t = time.perf_counter()
+        rt._prefill([prompt])
+        prefill = time.perf_counter() - t
+        rows, result, identical = [], {}, True
+        for k in (5, 10):
+            t = time.perf_counter()
+            seq = rt._decode_sequential([prompt], k, True)
+            t_seq = time.perf_counter() - t - rt.last_prefill_s
+            t = time.perf_counter()
+            par = rt._decode_parallel([prompt], k, True)
+            t_par = time.perf_counter() - t - rt.last_prefill_s
+            same = seq == par
+            identical &= same
+            rows.append((k, 9 * k - 1, rt.last_decode_info["passes"], t_seq, t_par, t_seq / t_par, same))
+            result[f"k{k}_speedup"] = round(t_seq / t_par, 2)
+            result[f"k{k}_sequential_s"] = round(t_seq, 3)
+            result[f"k{k}_parallel_s"] = round(t_par, 3)
+
+    print(f"model: {n_params / 1e6:.0f}M params (LM), hidden {args.hidden}, {args.layers} layers, vocab 65536, "
+          f"{args.attn}, {args.threads} threads; prompt {len(prompt)} tokens, prefill {prefill:.2f} s")
+    print(f"{'K':>3} {'seq passes':>10} {'par passes':>10} {'seq s':>8} {'par s':>8} {'speedup':>8} {'same tokens':>12}")
+    for k, sp, pp, ts, tp, s, same in rows:
+        print(f"{k:>3} {sp:>10} {pp:>10} {ts:>8.2f} {tp:>8.2f} {s:>7.2f}x {str(same):>12}")
+    result.update(tokens_identical=bool(identical), params_m=round(n_params / 1e6, 1), prompt_len=len(prompt),
+                  prefill_s=round(prefill, 3))
+    # agent overhead share: filled in by the agent benchmark hook once agents/worldvla.py exists
+    agent = Path(__file__).resolve().parents[1] / "agents" / "worldvla.py"
+    result["agent_overhead_share"] = None if not agent.exists() else "measure_agent_overhead() not implemented yet"
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,286 @@
+"""Loading WorldVLA checkpoints: the released layout and this project's own compact format.
+
+Released layout (Hugging Face repo ``Alibaba-DAMO-Academy/WorldVLA``; the same tree locally)::
+
+    <root>/
+      chameleon/tokenizer/{text_tokenizer.json, vqgan.yaml, vqgan.ckpt}   # Meta's originals
+      chameleon/base_model/tokenizer.json   (or <root>/base_model/)    # the Lumina-mGPT-7B-768 tokenizer
+      model_256/libero_{spatial,object,goal,10}/                         # one checkpoint per suite
+          config.json, model.safetensors.index.json, model-0000k-of-0000n.safetensors
+
+* ``q_norm`` / ``k_norm`` weight and bias are stored as ``(1, head_dim)`` and repeated per head on load
+  (never ``ignore_mismatched_sizes``); ``model.vqmodel.*`` is not in the LM shards, the VQGAN comes from
+  ``vqgan.{ckpt,yaml}``; image ids come from ``text_tokenizer.json``'s ``IMGIMG*`` names.
+* Hub ids (``org/repo/sub/folder``) are fetched with ``huggingface_hub``; offline, a clear error says which
+  files are needed.
+
+Own format (``save_pretrained``): ``config.json`` (``model_type: worldvla``), ``model.safetensors`` (LM + VQGAN,
+per-head norms), and ``tokenizer.json`` when the text tokenizer is a file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import ChameleonConfig
+from transformers.models.chameleon.modeling_chameleon import ChameleonRotaryEmbedding
+
+from .action_tokenizer import LIBERO_MAX, LIBERO_MIN
+from .configuration_worldvla import WorldVLAConfig
+from .image_tokenizer import ChameleonVQGAN, load_meta_vqgan
+from .modeling_worldvla import WorldVLAForConditionalGeneration
+from .processing_worldvla import ByteTextTokenizer, HFTextTokenizer, TextTokenizer
+from .token_layout import TokenLayout, read_vocab
+
+logger = logging.getLogger(__name__)
+
+RELEASED_LAYOUT_HELP = """expected the released WorldVLA layout:
+  <root>/chameleon/tokenizer/text_tokenizer.json, vqgan.yaml, vqgan.ckpt
+  <root>/chameleon/base_model/tokenizer.json      (Lumina-mGPT-7B-768 tokenizer; <root>/base_model/ also works)
+  <root>/model_256/libero_spatial/config.json + model.safetensors.index.json + model-0000k-of-0000n.safetensors
+and pass the checkpoint folder (e.g. <root>/model_256/libero_spatial), or pass a folder written by
+wvla_gym.model.save_pretrained (config.json with model_type "worldvla" + model.safetensors)."""
+
+NORM_KEY = re.compile(r"model\.layers\.\d+\.self_attn\.([qk])_norm\.(weight|bias)$")
+IGNORED_LM_PREFIXES = ("model.vqmodel.", "action_head.")  # VQGAN comes from vqgan.ckpt; RynnVLA's continuous head
+
+
+# ---- resolving paths / Hub ids -------------------------------------------------------------------------------
+def resolve_checkpoint(path_or_hub_id: str | os.PathLike) -> Path:
+    """A local folder as is; otherwise ``org/repo[/sub/folder]`` downloaded with huggingface_hub."""
+    p = Path(path_or_hub_id).expanduser()
+    if p.exists():
+        return p
+    s = os.fspath(path_or_hub_id)
+    parts = s.strip("/").split("/")
+    if len(parts) < 2 or s.startswith((".", "/", "~")):
+        raise FileNotFoundError(f"checkpoint folder {s!r} does not exist.\n{RELEASED_LAYOUT_HELP}")
+    repo_id, sub = "/".join(parts[:2]), "/".join(parts[2:])
+    patterns = ["chameleon/tokenizer/*", "chameleon/base_model/*", "base_model/*"]
+    patterns += [f"{sub}/*"] if sub else ["*.json", "*.safetensors"]
+    try:
+        from huggingface_hub import snapshot_download
+
+        root = Path(snapshot_download(repo_id=repo_id, allow_patterns=patterns))
+    except Exception as e:  # offline, unknown repo, auth...
+        raise FileNotFoundError(
+            f"could not fetch {s!r} from the Hugging Face Hub ({type(e).__name__}: {e}). Download the repository "
+            f"on a machine with network access and pass the local folder instead.\n{RELEASED_LAYOUT_HELP}"
+        ) from e
+    return root / sub if sub else root
+
+
+def _find_upwards(start: Path, rel: str, levels: int = 3) -> Path | None:
+    for d in [start, *list(start.parents)[:levels]]:
+        if (d / rel).exists():
+            return d / rel
+    return None
+
+
+def _require(path: Path | None, what: str, start: Path) -> Path:
+    if path is None or not path.exists():
+        raise FileNotFoundError(f"missing {what} (searched from {start} and its parents).\n{RELEASED_LAYOUT_HELP}")
+    return path
+
+
+# ---- shared model materialisation -----------------------------------------------------------------------------
+def _build_on_meta(config: WorldVLAConfig, attn_implementation: str) -> WorldVLAForConditionalGeneration:
+    config._attn_implementation = attn_implementation
+    with torch.device("meta"):  # no random init of weights that are about to be overwritten (7B-sized models)
+        return WorldVLAForConditionalGeneration(config)
+
+
+def _finalize(model: WorldVLAForConditionalGeneration, device: str | torch.device, dtype: torch.dtype | None):
+    """Recreate the non-persistent buffers (built on meta), then move/cast. The VQGAN stays float32."""
+    cfg = model.config
+    model.model.rotary_emb = ChameleonRotaryEmbedding(cfg)
+    model.image_token_ids = torch.as_tensor(cfg.token_layout.image_ids, dtype=torch.long)
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:
+        raise RuntimeError(f"weights missing after load: {left[:8]} (total {len(left)})")
+    vq = model.model.vqmodel
+    if dtype is not None:
+        model.to(dtype=dtype)
+        vq.to(torch.float32)
+        model.model.rotary_emb.to(torch.float32)
+    model.to(device)
+    return model.eval()
+
+
+# ---- own format ----------------------------------------------------------------------------------------------
+def save_pretrained(
+    model: WorldVLAForConditionalGeneration, out_dir: str | os.PathLike, text_tokenizer: TextTokenizer | None = None
+) -> Path:
+    """Write config.json + model.safetensors (+ tokenizer.json when the text tokenizer is a file)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.config.save_pretrained(out)
+    sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(sd, str(out / "model.safetensors"), metadata={"format": "pt", "wvla_format": "1"})
+    if model.config.text_tokenizer == "file":
+        if not isinstance(text_tokenizer, HFTextTokenizer):
+            raise ValueError("config.text_tokenizer == 'file' needs the HFTextTokenizer to copy its tokenizer.json")
+        if Path(text_tokenizer.path).resolve() != (out / "tokenizer.json").resolve():
+            shutil.copyfile(text_tokenizer.path, out / "tokenizer.json")
+    return out
+
+
+def _load_own(
+    folder: Path, device: str | torch.device, dtype: torch.dtype | None, attn_implementation: str
+) -> tuple[WorldVLAForConditionalGeneration, TextTokenizer]:
+    config = WorldVLAConfig.from_pretrained(folder)
+    weights = _require(folder / "model.safetensors", "model.safetensors", folder)
+    model = _build_on_meta(config, attn_implementation)
+    sd = load_file(str(weights))
+    missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
+    if missing or unexpected:
+        raise ValueError(f"{weights}: keys do not match the config; missing={missing[:8]}, unexpected={unexpected[:8]}")
+    model = _finalize(model, device, dtype)
+    if config.text_tokenizer == "file":
+        tok: TextTokenizer = HFTextTokenizer(_require(folder / "tokenizer.json", "tokenizer.json", folder))
+    else:
+        tok = ByteTextTokenizer(config.token_layout.text_byte_offset)
+    return model, tok
+
+
+# ---- released format -----------------------------------------------------------------------------------------
+def released_lm_state_dict(folder: Path, num_heads: int, num_kv_heads: int) -> dict[str, torch.Tensor]:
+    """Read the (sharded) safetensors of a released checkpoint; repeat (1, head_dim) q/k norms per head."""
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        with open(index, encoding="utf-8") as f:
+            weight_map = json.load(f).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise ValueError(f"{index}: no 'weight_map'")
+        shards = sorted(set(weight_map.values()))
+    elif (folder / "model.safetensors").exists():
+        shards = ["model.safetensors"]
+    else:
+        raise FileNotFoundError(f"{folder}: no model.safetensors.index.json or model.safetensors.\n{RELEASED_LAYOUT_HELP}")
+    sd: dict[str, torch.Tensor] = {}
+    for name in shards:
+        shard = folder / name
+        if not shard.exists():
+            raise FileNotFoundError(f"shard {name} listed in {index.name} is missing from {folder}.\n{RELEASED_LAYOUT_HELP}")
+        sd.update(load_file(str(shard)))
+    out = {}
+    for k, v in sd.items():
+        if k.startswith(IGNORED_LM_PREFIXES):
+            logger.warning("ignoring %s (the VQGAN is loaded from vqgan.ckpt; continuous heads are unsupported)", k)
+            continue
+        m = NORM_KEY.match(k)
+        if m:
+            heads = num_heads if m.group(1) == "q" else num_kv_heads
+            if v.ndim == 2 and v.shape[0] == 1:
+                v = v.repeat_interleave(heads, dim=0)  # one (1, head_dim) row per model-parallel shard -> per head
+            elif not (v.ndim == 2 and v.shape[0] == heads):
+                raise ValueError(f"{k}: expected shape (1, head_dim) or ({heads}, head_dim), got {tuple(v.shape)}")
+        out[k] = v
+    return out
+
+
+def released_config(
+    folder: Path, layout: TokenLayout, vq_config: Any, overrides: dict[str, Any]
+) -> WorldVLAConfig:
+    cfg_path = _require(folder / "config.json", "config.json", folder)
+    with open(cfg_path, encoding="utf-8") as f:
+        raw = json.load(f)
+    fields = set(ChameleonConfig.__dataclass_fields__) if hasattr(ChameleonConfig, "__dataclass_fields__") else set()
+    drop = {"vocabulary_map", "vq_config", "model_type", "architectures", "transformers_version", "torch_dtype", "dtype"}
+    kw = {k: v for k, v in raw.items() if k in fields and k not in drop}
+    if "rope_parameters" not in raw and "rope_theta" in raw:  # transformers 4.x config
+        kw["rope_parameters"] = {"rope_type": "default", "rope_theta": float(raw["rope_theta"])}
+    path_s = str(folder).lower()
+    # K is not in the released config: the suites' chunk sizes are 5, except libero_10 (protocol §3)
+    k = raw.get("time_horizon") or (10 if re.search(r"libero_10(\b|$|/)", path_s) else 5)
+    res = 512 if "512" in folder.name or "model_512" in path_s else 256
+    kw.update(
+        vocab_size=layout.vocab_size,
+        layout=layout.to_dict(),
+        vq_config=vq_config.to_dict(),
+        action_min=list(LIBERO_MIN),
+        action_max=list(LIBERO_MAX),
+        action_chunk=int(k),
+        history=2,
+        resolution=res,
+        text_tokenizer="file",
+        mask_image_logits=bool(raw.get("mask_image_logits", True)),
+        z_loss_weight=float(raw.get("z_loss_weight", 1e-5)),
+        image_loss_weight_ids="reference",
+    )
+    kw.update(overrides)
+    return WorldVLAConfig(**kw)
+
+
+def _load_released(
+    folder: Path,
+    device: str | torch.device,
+    dtype: torch.dtype | None,
+    attn_implementation: str,
+    tokenizer_dir: str | os.PathLike | None = None,
+    base_model_dir: str | os.PathLike | None = None,
+    **overrides: Any,
+) -> tuple[WorldVLAForConditionalGeneration, TextTokenizer]:
+    tok_dir = Path(tokenizer_dir) if tokenizer_dir else _find_upwards(folder, "chameleon/tokenizer")
+    tok_dir = _require(tok_dir, "chameleon/tokenizer/ (text_tokenizer.json, vqgan.yaml, vqgan.ckpt)", folder)
+    for fname in ("text_tokenizer.json", "vqgan.yaml", "vqgan.ckpt"):
+        _require(tok_dir / fname, f"{tok_dir / fname}", folder)
+    if base_model_dir:
+        base = Path(base_model_dir) / "tokenizer.json"
+    else:
+        base = _find_upwards(folder, "chameleon/base_model/tokenizer.json") or _find_upwards(folder, "base_model/tokenizer.json")
+    base = _require(base, "the Lumina-mGPT tokenizer chameleon/base_model/tokenizer.json", folder)
+
+    layout = TokenLayout.worldvla(TokenLayout.image_ids_from_vocab(read_vocab(tok_dir / "text_tokenizer.json")))
+    vq: ChameleonVQGAN = load_meta_vqgan(tok_dir / "vqgan.ckpt", tok_dir / "vqgan.yaml")
+    config = released_config(folder, layout, vq.config, overrides)
+    if len(layout.image_ids) != vq.config.num_embeddings:
+        raise ValueError(f"text_tokenizer.json maps {len(layout.image_ids)} image codes, the VQGAN has {vq.config.num_embeddings}")
+    model = _build_on_meta(config, attn_implementation)
+    sd = released_lm_state_dict(folder, config.num_attention_heads, config.num_key_value_heads)
+    expected = {k for k in model.state_dict() if not k.startswith("model.vqmodel.")}
+    missing, unexpected = sorted(expected - sd.keys()), sorted(sd.keys() - expected)
+    if missing or unexpected:
+        raise ValueError(
+            f"{folder}: checkpoint keys do not match a Chameleon LM of this config; "
+            f"missing={missing[:8]} (total {len(missing)}), unexpected={unexpected[:8]} (total {len(unexpected)})"
+        )
+    model.load_state_dict(sd, strict=False, assign=True)  # raises on shape mismatches
+    model.model.vqmodel = vq
+    return _finalize(model, device, dtype), HFTextTokenizer(base)
+
+
+def load_checkpoint(
+    path_or_hub_id: str | os.PathLike,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+    attn_implementation: str = "sdpa",
+    **released_kwargs: Any,
+) -> tuple[WorldVLAForConditionalGeneration, TextTokenizer]:
+    """Load either format; returns ``(model, text_tokenizer)``. ``released_kwargs``: ``tokenizer_dir``,
+    ``base_model_dir`` and config overrides such as ``action_chunk`` (released checkpoints only)."""
+    if attn_implementation not in ("sdpa", "eager"):
+        raise ValueError(f"attn_implementation must be 'sdpa' or 'eager', got {attn_implementation!r}")
+    folder = resolve_checkpoint(path_or_hub_id)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder.\n{RELEASED_LAYOUT_HELP}")
+    cfg = folder / "config.json"
+    if not cfg.exists():
+        raise FileNotFoundError(f"{folder}: missing config.json.\n{RELEASED_LAYOUT_HELP}")
+    try:
+        with open(cfg, encoding="utf-8") as f:
+            model_type = json.load(f).get("model_type")
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{cfg}: not valid JSON ({e})") from e
+    if model_type == WorldVLAConfig.model_type:
+        return _load_own(folder, device, dtype, attn_implementation)
+    return _load_released(folder, device, dtype, attn_implementation, **released_kwargs)

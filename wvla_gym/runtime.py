@@ -1,0 +1,437 @@
+"""One runtime for both roles of WorldVLA: policy (action chunks) and world model (next frames).
+
+Action decoding (protocol §5-6):
+
+* ``decode="sequential"`` is the official behaviour: greedy, one token per step with the KV cache, each step
+  with its row of the action attention mask (a block after the last image never sees earlier blocks),
+  positions increasing across blocks, stop at end-of-turn (or once ``n_actions`` blocks are complete).
+* ``decode="parallel"``: because of that mask the K blocks are independent given the prompt, so after the
+  prompt is prefilled the K blocks are packed into one forward per token slot (9 passes instead of 9K), with
+  a 4D mask (block j sees the prompt and its own earlier tokens) and flat positions P + 9j + t (the positions
+  each token has in the sequential decode). It assumes the block structure ``[BOA a1..a7 EOA]``; without
+  ``constrain_actions`` the result is verified against that assumption (every predicted structural token is
+  checked) and any sequence that fails is re-decoded sequentially, so the tokens always equal the official ones.
+* ``constrain_actions=True`` (off by default, like the release) forces the block structure and restricts the
+  seven value slots to action ids, in both modes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers.cache_utils import DynamicCache
+
+from .model.image_tokenizer import ImageTokenizer
+from .model.loading import load_checkpoint
+from .model.modeling_worldvla import WorldVLAForConditionalGeneration
+from .model.processing_worldvla import (
+    TextTokenizer,
+    WorldVLAProcessor,
+    _blocks,
+    build_action_attention_mask,
+    pad_left,
+    to_model_mask,
+)
+from .model.token_layout import TokenLayout
+
+DEFAULT_ASSET_DIR = Path(__file__).resolve().parent / "assets" / "default"
+BLOCK = 9  # BOA + 7 values + EOA
+OFFICIAL_MAX_NEW_TOKENS = 300  # 25 * 12 in the reference eval
+
+
+class MalformedActionOutput(RuntimeError):
+    """The (unconstrained) model output does not contain the requested number of well-formed action blocks."""
+
+
+def action_mask_row(tokens: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+    """Keep-row of the last token of ``tokens`` (1-D, real tokens only) under the action attention mask.
+
+    Same rule as ``build_action_attention_mask`` evaluated on this prefix (what the reference recomputes per
+    KV-cached step), in O(L)."""
+    n = tokens.numel()
+    keep = torch.ones(n, dtype=torch.bool)
+    images = _blocks(tokens, layout.boi_id, layout.eoi_id)
+    last_img_end = max((e for _, e in images), default=-1)
+    actions = _blocks(tokens, layout.boa_id, layout.eoa_id)
+    i = n - 1
+    for k, (s, e) in enumerate(actions):
+        if s <= i <= e and s > last_img_end:
+            for s0, e0 in actions[:k]:
+                keep[s0 : e0 + 1] = False
+    return keep
+
+
+def _as_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    d = getattr(torch, str(dtype).replace("torch.", ""), None)
+    if not isinstance(d, torch.dtype):
+        raise ValueError(f"dtype must be a torch.dtype or its name, got {dtype!r}")
+    return d
+
+
+class WorldVLARuntime:
+    """Owns the backbone, tokenizers and token layout; offers ``predict_action_chunk`` and ``imagine``."""
+
+    action_dim: int = 7
+
+    def __init__(self, model: WorldVLAForConditionalGeneration, text_tokenizer: TextTokenizer):
+        self.model = model.eval()
+        self.config = model.config
+        self.layout: TokenLayout = self.config.token_layout
+        self.action_tokenizer = self.config.action_tokenizer()
+        self.image_tokenizer = ImageTokenizer(model.model.vqmodel, self.layout)
+        self.processor = WorldVLAProcessor(
+            self.layout, text_tokenizer, self.action_tokenizer, self.config.world_model_prompt
+        )
+        self.action_chunk: int = int(self.config.action_chunk)
+        self.history: int = int(self.config.history)
+        self.resolution: int = int(self.config.resolution)
+        self.attn_implementation: str = self.config._attn_implementation
+        self.device = next(model.parameters()).device
+        self.dtype = model.lm_head.weight.dtype
+        self.image_seq_len = self.image_tokenizer.seq_len(self.resolution, self.resolution)
+        self._action_ids = torch.tensor(list(self.layout.action_ids), device=self.device)
+        self._image_ids = torch.as_tensor(self.layout.image_ids, device=self.device)
+        self.last_decode_info: dict[str, Any] = {}
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_hub_id: str | os.PathLike | None = None,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | str | None = None,
+        attn_implementation: str = "sdpa",
+    ) -> WorldVLARuntime:
+        """Load our format or a released checkpoint (local folder or Hub id). ``None`` -> the embedded default."""
+        if path_or_hub_id is None:
+            if not (DEFAULT_ASSET_DIR / "config.json").exists():
+                raise FileNotFoundError(
+                    f"the embedded default model is not available yet ({DEFAULT_ASSET_DIR} does not exist); "
+                    "pass a checkpoint folder or Hub id"
+                )
+            path_or_hub_id = DEFAULT_ASSET_DIR
+        model, tok = load_checkpoint(
+            path_or_hub_id, device=device, dtype=_as_dtype(dtype), attn_implementation=attn_implementation
+        )
+        return cls(model, tok)
+
+    # ---- input handling ------------------------------------------------------------------------------------
+    def _check_frame(self, frame: Any, name: str) -> np.ndarray:
+        a = np.asarray(frame)
+        r = self.resolution
+        if a.dtype != np.uint8 or a.shape != (r, r, 3):
+            raise ValueError(f"{name} must be uint8 frames of shape ({r}, {r}, 3), got {a.dtype} {a.shape}")
+        return a
+
+    def _image_history(self, image_history: Any) -> list[list[np.ndarray]]:
+        expected = f"a list (len B) of lists of 1..{self.history} uint8 ({self.resolution}, {self.resolution}, 3) frames, or a uint8 array (B, m, H, W, 3)"
+        if isinstance(image_history, np.ndarray):
+            if image_history.ndim != 5:
+                raise ValueError(f"image_history must be {expected}; got an array of shape {image_history.shape}")
+            hist = [list(seq) for seq in image_history]
+        elif isinstance(image_history, Sequence) and not isinstance(image_history, str):
+            hist = []
+            for seq in image_history:
+                if isinstance(seq, np.ndarray) and seq.ndim == 3:
+                    raise ValueError(f"image_history must be {expected}; got a flat list of frames (wrap each in a list)")
+                if not isinstance(seq, (Sequence, np.ndarray)) or isinstance(seq, str):
+                    raise ValueError(f"image_history must be {expected}")
+                hist.append(list(seq))
+        else:
+            raise ValueError(f"image_history must be {expected}; got {type(image_history).__name__}")
+        if not hist:
+            raise ValueError(f"image_history must be {expected}; got an empty batch")
+        for b, seq in enumerate(hist):
+            if not 1 <= len(seq) <= self.history:
+                raise ValueError(f"image_history[{b}] must hold 1..{self.history} frames, got {len(seq)}")
+            hist[b] = [self._check_frame(f, f"image_history[{b}]") for f in seq]
+        return hist
+
+    def _instructions(self, instruction: Any, batch: int) -> list[str]:
+        if isinstance(instruction, str):
+            return [instruction] * batch
+        if isinstance(instruction, Sequence) and all(isinstance(s, str) for s in instruction):
+            if len(instruction) != batch:
+                raise ValueError(f"instruction must be a str or a list of {batch} str (one per batch row), got {len(instruction)}")
+            return list(instruction)
+        raise ValueError(f"instruction must be a str or a list of {batch} str, got {type(instruction).__name__}")
+
+    def _encode_frames(self, frames: list[np.ndarray]) -> list[list[int]]:
+        toks = self.image_tokenizer.encode(np.stack(frames))
+        return toks.tolist()
+
+    # ---- model calls ---------------------------------------------------------------------------------------
+    def _forward(self, ids, pos, keep, cache, *, logits_to_keep=0, mask_image_logits=None) -> torch.Tensor:
+        mask = to_model_mask(keep.to(self.device), self.attn_implementation, self.dtype)
+        out = self.model(
+            input_ids=ids.to(self.device),
+            position_ids=pos.to(self.device),
+            attention_mask=mask,
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=logits_to_keep,
+            mask_image_logits=mask_image_logits,
+        )
+        return out.logits
+
+    def _prefill(self, prompts: list[list[int]], mask_image_logits=None):
+        """Left-padded prompt forward; returns (cache, last logits (B, V), valid keys (B, Lp))."""
+        ids, valid = pad_left(prompts, self.layout.pad_id)
+        pos = (valid.long().cumsum(1) - 1).clamp(min=0)
+        keep = torch.zeros(ids.shape[0], ids.shape[1], ids.shape[1], dtype=torch.bool)
+        for b, p in enumerate(prompts):  # the prompt rows of the action mask, per sequence, placed after padding
+            n = len(p)
+            keep[b, -n:, -n:] = build_action_attention_mask(torch.tensor([p]), self.layout)[0]
+        keep |= torch.eye(ids.shape[1], dtype=torch.bool)[None] & ~valid[:, :, None]  # padded rows: no empty softmax
+        cache = DynamicCache(config=self.config)
+        t0 = time.perf_counter()
+        logits = self._forward(ids, pos, keep, cache, logits_to_keep=1, mask_image_logits=mask_image_logits)
+        self.last_prefill_s = time.perf_counter() - t0  # lets benchmarks separate prefill from decoding
+        return cache, logits[:, -1], valid
+
+    def _decode_sequential(self, prompts, n_blocks, constrain, *, max_new_tokens=None):
+        """Official masked sequential greedy decode; returns the generated tokens per sequence."""
+        lay = self.layout
+        bsz = len(prompts)
+        cache, logits, valid = self._prefill(prompts)
+        lp = valid.shape[1]
+        seqs = [torch.tensor(p, dtype=torch.long) for p in prompts]
+        gen: list[list[int]] = [[] for _ in range(bsz)]
+        done = [False] * bsz
+        n_eoa = [0] * bsz
+        limit = max_new_tokens or max(OFFICIAL_MAX_NEW_TOKENS, BLOCK * n_blocks + 1)
+        steps = 0
+        while True:
+            nxt = self._choose(logits, [len(g) for g in gen], constrain)
+            feed = torch.full((bsz, 1), lay.pad_id, dtype=torch.long)
+            for b in range(bsz):
+                if done[b]:
+                    continue
+                tok = int(nxt[b])
+                gen[b].append(tok)
+                n_eoa[b] += tok == lay.eoa_id
+                if tok == lay.end_of_turn_id or n_eoa[b] >= n_blocks or len(gen[b]) >= limit:
+                    done[b] = True
+                else:
+                    feed[b, 0] = tok
+            if all(done):
+                break
+            total = lp + steps + 1
+            keep = torch.zeros(bsz, 1, total, dtype=torch.bool)
+            pos = torch.zeros(bsz, 1, dtype=torch.long)
+            for b in range(bsz):
+                keep[b, 0, total - 1] = True
+                if done[b]:
+                    continue
+                seqs[b] = torch.cat([seqs[b], feed[b]])
+                row = action_mask_row(seqs[b], lay)
+                # every live row fed a real token at each step, so its real tokens are right-aligned in the keys
+                keep[b, 0, total - row.numel() :] = row
+                pos[b, 0] = seqs[b].numel() - 1
+            logits = self._forward(feed, pos, keep, cache, logits_to_keep=1)[:, -1]
+            steps += 1
+        return gen
+
+    def _choose(self, logits: torch.Tensor, n_generated: list[int], constrain: bool) -> torch.Tensor:
+        """Greedy choice per row; with ``constrain`` the slot within the block decides the allowed ids."""
+        if not constrain:
+            return logits.argmax(-1).cpu()
+        lay = self.layout
+        out = torch.empty(logits.shape[0], dtype=torch.long)
+        vals = logits[:, self._action_ids].argmax(-1).cpu() + lay.action_first_id
+        for b, n in enumerate(n_generated):
+            slot = n % BLOCK
+            out[b] = lay.boa_id if slot == 0 else lay.eoa_id if slot == BLOCK - 1 else vals[b]
+        return out
+
+    def _decode_parallel(self, prompts, n_blocks, constrain):
+        """Pack the n blocks into one forward per token slot; see the module docstring."""
+        lay = self.layout
+        bsz, n = len(prompts), n_blocks
+        cache, logits, valid = self._prefill(prompts)
+        lp = valid.shape[1]
+        lens = torch.tensor([len(p) for p in prompts])
+        # prompt part of every block row = the row of a BOA appended to the prompt (hides earlier action blocks
+        # of the prompt if any; none in the action-model prompt)
+        prompt_keep = torch.zeros(bsz, lp, dtype=torch.bool)
+        independent = torch.ones(bsz, dtype=torch.bool)
+        for b, p in enumerate(prompts):
+            ext = torch.tensor([*p, lay.boa_id])
+            row = action_mask_row(ext, lay)[:-1]
+            prompt_keep[b, lp - len(p) :] = row
+            # blocks are only independent if they start after the end of the last image (an unterminated
+            # image in the prompt runs to the end of the sequence, and then blocks see each other)
+            last_img_end = max((e for _, e in _blocks(ext, lay.boi_id, lay.eoi_id)), default=-1)
+            independent[b] = last_img_end < len(p)
+        first_ok = logits.argmax(-1).cpu() == lay.boa_id
+        slots = torch.empty(bsz, n, BLOCK, dtype=torch.long)
+        slots[:, :, 0] = lay.boa_id
+        j = torch.arange(n)
+        n_pass = BLOCK if not constrain else BLOCK - 1  # unconstrained: one more pass to see what follows EOA
+        after_eoa = None
+        for t in range(n_pass):
+            pos = lens[:, None] + BLOCK * j[None, :] + t  # flat positions of the sequential decode
+            own = torch.eye(n, dtype=torch.bool).repeat(1, t + 1)  # key t'*n + j' is visible iff j' == j
+            keep = torch.cat([prompt_keep[:, None, :].expand(bsz, n, lp), own[None].expand(bsz, n, n * (t + 1))], dim=2)
+            step_logits = self._forward(slots[:, :, t], pos, keep, cache)  # (B, n, V)
+            if t == BLOCK - 1:
+                after_eoa = step_logits.argmax(-1).cpu()
+                break
+            if constrain:
+                val = step_logits[..., self._action_ids].argmax(-1).cpu() + lay.action_first_id
+                slots[:, :, t + 1] = lay.eoa_id if t + 1 == BLOCK - 1 else val
+            else:
+                slots[:, :, t + 1] = step_logits.argmax(-1).cpu()
+        gen = [slots[b].reshape(-1).tolist() for b in range(bsz)]
+        if constrain:
+            bad = [b for b in range(bsz) if not bool(independent[b])]
+            if bad:
+                redo = self._decode_sequential([prompts[b] for b in bad], n_blocks, constrain=True)
+                for b, g in zip(bad, redo, strict=True):
+                    gen[b] = g
+            self.last_decode_info = {"mode": "parallel", "fallback": [b in bad for b in range(bsz)], "passes": n_pass}
+            return gen
+        # verify the structural assumption; re-decode failing rows sequentially (exact official tokens)
+        structural = torch.tensor(sorted(lay.structural_ids()))
+        inner_ok = ~torch.isin(slots[:, :, 1 : BLOCK - 1], structural).any(-1)  # (B, n)
+        eoa_ok = slots[:, :, BLOCK - 1] == lay.eoa_id
+        next_ok = after_eoa[:, :-1] == lay.boa_id  # block j+1 starts where block j's EOA row predicts BOA
+        ok = independent & first_ok & (inner_ok & eoa_ok).all(1) & next_ok.all(1)
+        bad = [b for b in range(bsz) if not bool(ok[b])]
+        if bad:
+            redo = self._decode_sequential([prompts[b] for b in bad], n_blocks, constrain=False)
+            for b, g in zip(bad, redo, strict=True):
+                gen[b] = g
+        self.last_decode_info = {"mode": "parallel", "fallback": [b in bad for b in range(bsz)], "passes": n_pass}
+        return gen
+
+    def _parse_actions(self, gen: list[list[int]], n_blocks: int) -> np.ndarray:
+        """Official parse: every BOA..EOA span is one action (ids de-tokenised through the clamp)."""
+        lay = self.layout
+        out = np.empty((len(gen), n_blocks, self.action_dim), dtype=np.float32)
+        for b, g in enumerate(gen):
+            spans = _blocks(torch.tensor(g + [lay.eoa_id]), lay.boa_id, lay.eoa_id) if g else []
+            acts = [g[s + 1 : e] for s, e in spans if e < len(g) and g[e] == lay.eoa_id]
+            good = [a for a in acts[:n_blocks] if len(a) == self.action_dim]
+            if len(good) < n_blocks:
+                raise MalformedActionOutput(
+                    f"batch row {b}: the model produced {len(good)} well-formed action blocks, {n_blocks} were "
+                    f"requested (generated {len(g)} tokens). An untrained or mismatched checkpoint does this; "
+                    "pass constrain_actions=True to force the block structure."
+                )
+            out[b] = self.action_tokenizer.decode(np.asarray(good)).astype(np.float32)
+        return out
+
+    # ---- public API ----------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def predict_action_chunk(
+        self,
+        image_history: Sequence[Sequence[np.ndarray]] | np.ndarray,
+        instruction: str | Sequence[str],
+        *,
+        decode: str = "parallel",
+        constrain_actions: bool = False,
+        n_actions: int | None = None,
+    ) -> np.ndarray:
+        """Action chunk ``(B, K, 7)`` float32 (de-normalised) from 1..M frames per row (oldest first)."""
+        if decode not in ("parallel", "sequential"):
+            raise ValueError(f"decode must be 'parallel' or 'sequential', got {decode!r}")
+        n = self.action_chunk if n_actions is None else n_actions
+        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"n_actions must be a positive int or None, got {n_actions!r}")
+        hist = self._image_history(image_history)
+        instr = self._instructions(instruction, len(hist))
+        flat = [f for seq in hist for f in seq]
+        toks = self._encode_frames(flat)
+        prompts, i = [], 0
+        for seq, text in zip(hist, instr, strict=True):
+            prompts.append(self.processor.action_prompt(text, toks[i : i + len(seq)]))
+            i += len(seq)
+        if decode == "sequential":
+            gen = self._decode_sequential(prompts, int(n), bool(constrain_actions))
+            self.last_decode_info = {"mode": "sequential"}
+        else:
+            gen = self._decode_parallel(prompts, int(n), bool(constrain_actions))
+        self.last_tokens = gen
+        return self._parse_actions(gen, int(n))
+
+    @torch.inference_mode()
+    def imagine(
+        self,
+        images: np.ndarray,
+        actions: np.ndarray,
+        *,
+        instruction: str | None = None,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> np.ndarray:
+        """Next frames ``(B, H, W, 3)`` uint8 from frames ``(B, H, W, 3)`` uint8 and actions ``(B, 7)``.
+
+        Generation is constrained to a valid image: BOI, grid tokens, row-ends and EOI are forced, every code slot
+        is restricted to image ids (image logits unmasked). Greedy unless ``do_sample`` (then seeded by
+        ``generator``). ``instruction`` is accepted for symmetry with the policy call; WorldVLA's world-model
+        prompt carries no instruction, so it does not change the prompt.
+        """
+        r = self.resolution
+        imgs = np.asarray(images)
+        if imgs.dtype != np.uint8 or imgs.ndim != 4 or imgs.shape[1:] != (r, r, 3):
+            raise ValueError(f"images must be uint8 (B, {r}, {r}, 3), got {imgs.dtype} {imgs.shape}")
+        acts = np.asarray(actions, dtype=np.float64) if np.asarray(actions).dtype != object else None
+        if acts is None or acts.ndim != 2 or acts.shape[1] != self.action_dim:
+            raise ValueError(f"actions must be float (B, {self.action_dim}), got shape {np.shape(actions)}")
+        if acts.shape[0] != imgs.shape[0]:
+            raise ValueError(f"images and actions must have the same batch size B, got {imgs.shape[0]} and {acts.shape[0]}")
+        if not np.isfinite(acts).all():
+            raise ValueError("actions must be finite")
+        if instruction is not None and not isinstance(instruction, str):
+            raise ValueError("instruction must be a str or None")
+        if do_sample and not temperature > 0:
+            raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
+        lay = self.layout
+        toks = self._encode_frames(list(imgs))
+        prompts = [self.processor.world_prompt(t, a) for t, a in zip(toks, acts, strict=True)]
+        bsz = len(prompts)
+        h, w = self.image_tokenizer.latent_shape(r, r)
+        template = [lay.boi_id, lay.grid_token(h), lay.grid_token(w)]
+        cache, logits, valid = self._prefill(prompts, mask_image_logits=False)
+        lp = valid.shape[1]
+        lens = torch.tensor([len(p) for p in prompts])
+        out = torch.empty(bsz, h * w, dtype=torch.long)
+        # the generated image is outside any action block, so its rows are plain causal over the real tokens
+        fed = 0
+        cursor = 0  # next code slot to fill
+        seq_tail: list[torch.Tensor] = []
+        pending = list(template)
+        while True:
+            if not pending:  # sample one code from the last logits
+                cand = logits[:, self._image_ids].float()
+                if do_sample:
+                    probs = torch.softmax(cand / temperature, dim=-1).cpu()
+                    idx = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+                else:
+                    idx = cand.argmax(-1).cpu()
+                out[:, cursor] = idx
+                tok = self._image_ids.cpu()[idx]
+                cursor += 1
+                if cursor == h * w:
+                    break
+                pending = [tok] + ([lay.row_end_id] if cursor % w == 0 else [])
+            nxt = pending.pop(0)
+            feed = nxt.view(bsz, 1) if isinstance(nxt, torch.Tensor) else torch.full((bsz, 1), nxt, dtype=torch.long)
+            seq_tail.append(feed)
+            total = lp + fed + 1
+            keep = torch.zeros(bsz, 1, total, dtype=torch.bool)
+            keep[:, 0, :lp] = valid
+            keep[:, 0, lp:] = True
+            logits = self._forward(feed, (lens + fed)[:, None], keep, cache, logits_to_keep=1, mask_image_logits=False)[:, -1]
+            fed += 1
+        return self.image_tokenizer.decode_codes(out.view(bsz, h, w))
