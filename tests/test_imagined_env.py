@@ -218,11 +218,6 @@ def test_vector_env_logic_matches_single_envs(runtime, frames):
     _compare_vec_with_singles(PerRowRuntime(runtime), frames)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="WorldVLARuntime.imagine VQ-encodes/decodes the whole batch at once; CPU convs are not batch-invariant "
-    "(±1 pixel), so batched frames differ from single ones. Remove this mark once it codes frame by frame.",
-)
 def test_make_vec_matches_three_single_envs_step_by_step(runtime, frames):
     _compare_vec_with_singles(runtime, frames)
 

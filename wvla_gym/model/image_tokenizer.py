@@ -231,12 +231,16 @@ class ImageTokenizer:
             raise ValueError(f"images must be uint8 (B, H, W, 3), got {images.dtype} {images.shape}")
         self.latent_shape(images.shape[1], images.shape[2])
         dev = next(self.vqgan.parameters()).device
-        return self.vqgan.encode_to_codes(pixels_to_tensor(images, dev))
+        # One frame per call: batched CPU convolutions differ in the last bit from unbatched ones, and a vector
+        # env must give exactly what N single envs give (the VQGAN is a small share of the cost).
+        return torch.cat([self.vqgan.encode_to_codes(pixels_to_tensor(im[None], dev)) for im in images])
 
     @torch.inference_mode()
     def decode_codes(self, codes: torch.Tensor) -> np.ndarray:
         dev = next(self.vqgan.parameters()).device
-        return tensor_to_pixels(self.vqgan.decode_codes(torch.as_tensor(codes, device=dev)))
+        codes = torch.as_tensor(codes, device=dev)
+        # Frame by frame for batch invariance, as in encode_codes.
+        return np.concatenate([tensor_to_pixels(self.vqgan.decode_codes(c[None])) for c in codes])
 
     def codes_to_tokens(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes ``(B, h, w)`` -> ids ``(B, 3 + h (w + 1) + 1)`` in the released layout."""
