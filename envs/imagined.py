@@ -29,6 +29,7 @@ from wvla_gym.protocol import (
     NUM_STEPS_WAIT,
     STATE_DIM,
     SUITE_MAX_STEPS,
+    check_action,
     validate_suite_task,
 )
 
@@ -131,21 +132,6 @@ def load_runtime(checkpoint: str | os.PathLike | None, device: str = "cpu") -> A
         ) from e
     _RUNTIMES[key] = rt
     return rt
-
-
-def check_action(action: Any) -> np.ndarray:
-    """Validate one action like ``WorldVLA-LIBERO-v0``: shape (7,), finite, inside [-1, 1]; never clipped."""
-    try:
-        a = np.asarray(action, dtype=np.float32)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"action must be a numeric array of shape (7,); got {type(action).__name__}") from e
-    if a.shape != (ACTION_DIM,):
-        raise ValueError(f"action must have shape (7,) [dx, dy, dz, drx, dry, drz, gripper]; got shape {a.shape}")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"action contains NaN or inf: {a.tolist()}")
-    if np.any(np.abs(a) > 1.0):
-        raise ValueError(f"action must lie in [-1, 1] (LIBERO OSC_POSE delta convention, no clipping); got {a.tolist()}")
-    return a
 
 
 def _check_frame(x: Any, name: str, resolution: int) -> np.ndarray:

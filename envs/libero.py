@@ -19,6 +19,7 @@ from wvla_gym.protocol import (
     NUM_STEPS_WAIT,
     STATE_DIM,
     SUITE_MAX_STEPS,
+    check_action,
     validate_suite_task,
 )
 
@@ -235,7 +236,7 @@ class LiberoEnv(gym.Env):
     def step(self, action):
         if self._needs_reset:
             raise RuntimeError("LiberoEnv.step() called before reset() (or after the episode ended); call reset() first")
-        a = self._check_action(action)
+        a = check_action(action)
         raw, reward, _, _ = self._env.step(a.astype(np.float64))
         self._raw_obs = raw
         self._elapsed += 1
@@ -260,19 +261,6 @@ class LiberoEnv(gym.Env):
                 self._env = None
 
     # ------------------------------------------------------------------ helpers
-    def _check_action(self, action) -> np.ndarray:
-        try:
-            a = np.asarray(action, dtype=np.float32)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"action must be a numeric array of shape (7,); got {type(action).__name__}") from e
-        if a.shape != (ACTION_DIM,):
-            raise ValueError(f"action must have shape (7,) [dx, dy, dz, drx, dry, drz, gripper]; got shape {a.shape}")
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"action contains NaN or inf: {a.tolist()}")
-        if np.any(np.abs(a) > 1.0):
-            raise ValueError(f"action must lie in [-1, 1] (LIBERO OSC_POSE delta convention, no clipping); got {a.tolist()}")
-        return a
-
     def _make_obs(self, raw: dict[str, np.ndarray]) -> dict[str, Any]:
         # The 180° rotation matches WorldVLA's training frames and eval loop.
         obs: dict[str, Any] = {"image": np.ascontiguousarray(raw["agentview_image"][::-1, ::-1])}

@@ -49,3 +49,18 @@ def validate_suite_task(task_suite: str, task_id: int) -> None:
     n = SUITE_NUM_TASKS[task_suite]
     if isinstance(task_id, bool) or not isinstance(task_id, (int, np.integer)) or not 0 <= int(task_id) < n:
         raise ValueError(f"task_id={task_id!r} is out of range for {task_suite}; expected an int in [0, {n - 1}]")
+
+
+def check_action(action: object) -> np.ndarray:
+    """Validate one LIBERO action: shape (7,), finite, inside [-1, 1]; never clipped. Returns float32."""
+    try:
+        a = np.asarray(action, dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"action must be a numeric array of shape (7,); got {type(action).__name__}") from e
+    if a.shape != (ACTION_DIM,):
+        raise ValueError(f"action must have shape (7,) [dx, dy, dz, drx, dry, drz, gripper]; got shape {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"action contains NaN or inf: {a.tolist()}")
+    if np.any(np.abs(a) > 1.0):
+        raise ValueError(f"action must lie in [-1, 1] (LIBERO OSC_POSE delta convention, no clipping); got {a.tolist()}")
+    return a
