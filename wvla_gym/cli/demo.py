@@ -71,12 +71,19 @@ def _run_agent(args: DemoArgs, checkpoint: str | None) -> dict:
 
     import wvla_gym  # noqa: F401
     from agents.worldvla import WorldVLAAgent
+    from wvla_gym.judge import ClassifierJudge
+    from wvla_gym.runtime import DEFAULT_ASSET_DIR
 
-    agent = WorldVLAAgent.from_pretrained(checkpoint)
+    # the small embedded default sometimes emits a malformed action block; force the block structure for it
+    agent = WorldVLAAgent.from_pretrained(checkpoint, constrain_actions=checkpoint is None)
+    # a model folder may ship its success judge in judge/ (the embedded default does); without one the
+    # imagined episode can never succeed
+    judge_dir = Path(checkpoint or DEFAULT_ASSET_DIR) / "judge"
+    judge = ClassifierJudge.from_pretrained(judge_dir) if (judge_dir / "judge_config.json").exists() else None
     kw = {"max_episode_steps": args.max_steps} if args.max_steps else {}
     common = dict(task_suite=args.task_suite, task_id=args.task_id, resolution=agent.resolution, wrist=False)
     envs = {"real": gym.make("WorldVLA-LIBERO-v0", **common, **kw),
-            "imagined": gym.make("WorldVLA-Imagined-v0", runtime=agent.runtime, **common, **kw)}
+            "imagined": gym.make("WorldVLA-Imagined-v0", runtime=agent.runtime, success_judge=judge, **common, **kw)}
     videos, result = {}, {"policy": "WorldVLA agent", "checkpoint": checkpoint or "embedded default"}
     for kind, env in envs.items():
         obs, info = env.reset(seed=0, options={"init_state_id": args.init_state_id})
