@@ -43,7 +43,7 @@ class WorldVLAAgent:
         instruction: str | None = None,
         n_action_steps: int | None = None,
         decode: str = "parallel",
-        constrain_actions: bool = False,
+        constrain_actions: bool | None = None,
         image_key: str = "image",
     ) -> None:
         k = runtime.action_chunk if n_action_steps is None else n_action_steps
@@ -57,7 +57,11 @@ class WorldVLAAgent:
         self.instruction = instruction
         self.n_action_steps = int(k)
         self.decode = decode
-        self.constrain_actions = constrain_actions
+        # None: the checkpoint decides (released checkpoints decode unconstrained, as the official eval does;
+        # our small embedded default sets constrain_actions in its config).
+        if constrain_actions is None:
+            constrain_actions = bool(getattr(getattr(runtime, "config", None), "constrain_actions", False))
+        self.constrain_actions = bool(constrain_actions)
         self.image_key = image_key
         self.history_len = int(runtime.history)
         self.resolution = int(runtime.resolution)

@@ -111,6 +111,16 @@ def libero_task_description(task_suite: str, task_id: int) -> str:
 _RUNTIMES: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
 
+def checkpoint_judge(runtime: Any) -> SuccessJudge | None:
+    """The success judge a checkpoint ships in ``judge/`` (the embedded default does), else ``None``."""
+    ckpt = getattr(runtime, "checkpoint_dir", None)
+    if ckpt is None or not (Path(ckpt) / "judge" / "judge_config.json").exists():
+        return None
+    from wvla_gym.judge import ClassifierJudge
+
+    return ClassifierJudge.from_pretrained(Path(ckpt) / "judge")
+
+
 def load_runtime(checkpoint: str | os.PathLike | None, device: str = "cpu") -> Any:
     """Load (or reuse) a :class:`wvla_gym.runtime.WorldVLARuntime`; ``None`` means the embedded default."""
     key = (None if checkpoint is None else os.fspath(checkpoint), str(device))
@@ -318,6 +328,8 @@ class ImaginedEnv(gym.Env):
         self.instruction_in_obs = bool(instruction_in_obs)
         self.max_episode_steps = int(max_episode_steps or SUITE_MAX_STEPS[task_suite])
         self.render_mode = render_mode
+        if success_judge is None:
+            success_judge = checkpoint_judge(self.runtime)
         self.success_judge = success_judge
         self.success_threshold = (
             float(success_threshold) if success_threshold is not None else judge_threshold(success_judge)

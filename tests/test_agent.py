@@ -166,3 +166,10 @@ def test_sb3_evaluate_policy_on_real_libero(runtime):
         assert agent.timing["queries"] == 3  # steps 0, K, 2K
     finally:
         venv.close()
+
+
+def test_constrain_actions_default_comes_from_the_checkpoint(runtime, monkeypatch):
+    assert WorldVLAAgent(runtime).constrain_actions is False  # released behaviour: unconstrained
+    monkeypatch.setattr(runtime.config, "constrain_actions", True, raising=False)
+    assert WorldVLAAgent(runtime).constrain_actions is True
+    assert WorldVLAAgent(runtime, constrain_actions=False).constrain_actions is False

@@ -357,11 +357,10 @@ def test_make_by_checkpoint_path_and_module_prefixed_id(ckpt, frames):
     assert env.observation_space["image"].shape == (RES, RES, 3)
 
 
-def test_missing_default_checkpoint_error_names_what_to_pass():
-    from wvla_gym.runtime import DEFAULT_ASSET_DIR
+def test_missing_default_checkpoint_error_names_what_to_pass(monkeypatch, tmp_path):
+    import wvla_gym.runtime as r
 
-    if (DEFAULT_ASSET_DIR / "config.json").exists():
-        pytest.skip("the embedded default model is installed")
+    monkeypatch.setattr(r, "DEFAULT_ASSET_DIR", tmp_path / "no_default")  # an install without the default
     with pytest.raises(FileNotFoundError, match="checkpoint=.*runtime=.*make_tiny_checkpoint"):
         ImaginedEnv(instruction=INSTR)
 
@@ -491,3 +490,20 @@ def test_init_frames_from_npz_and_libero_hdf5(runtime, tmp_path):
     assert len(env.init_frames["image"]) == 5 and "wrist_image" not in env.init_frames
     with pytest.raises(ValueError, match="does not exist"):
         make_env(runtime, tmp_path / "missing.npz")
+
+
+def test_checkpoint_ships_its_judge(tmp_path, frames):
+    """A checkpoint folder with judge/ (like the embedded default) gives the env that judge by default."""
+    import shutil
+
+    from wvla_gym.judge import ClassifierJudge
+
+    ckpt = make_tiny_checkpoint(tmp_path / "with_judge", resolution=RES, downsample=8, seed=0)
+    judge = ClassifierJudge(input_size=16, threshold=0.25)
+    judge.save_pretrained(ckpt / "judge")
+    env = ImaginedEnv(checkpoint=ckpt, init_frames=frames, instruction=INSTR)
+    assert isinstance(env.success_judge, ClassifierJudge)
+    assert env.success_threshold == 0.25
+    shutil.rmtree(ckpt / "judge")
+    bare = ImaginedEnv(runtime=WorldVLARuntime.from_pretrained(ckpt), init_frames=frames, instruction=INSTR)
+    assert bare.success_judge is None

@@ -100,6 +100,7 @@ class WorldVLARuntime:
         self._action_ids = torch.tensor(list(self.layout.action_ids), device=self.device)
         self._image_ids = torch.as_tensor(self.layout.image_ids, device=self.device)
         self.last_decode_info: dict[str, Any] = {}
+        self.checkpoint_dir: Path | None = None
 
     @classmethod
     def from_pretrained(
@@ -121,7 +122,11 @@ class WorldVLARuntime:
         model, tok = load_checkpoint(
             path_or_hub_id, device=device, dtype=_as_dtype(dtype), attn_implementation=attn_implementation
         )
-        return cls(model, tok)
+        rt = cls(model, tok)
+        # Side files shipped with a checkpoint (e.g. a success judge in judge/) are found through this.
+        local = Path(path_or_hub_id)
+        rt.checkpoint_dir = local if local.is_dir() else None
+        return rt
 
     # ---- input handling ------------------------------------------------------------------------------------
     def _check_frame(self, frame: Any, name: str) -> np.ndarray:

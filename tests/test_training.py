@@ -1,0 +1,183 @@
+"""Smoke tests of the three training stages on a tiny HDF5 written here, then a reload through the runtime."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from wvla_gym.cli.train import main as train_main
+from wvla_gym.judge import ClassifierJudge
+from wvla_gym.runtime import WorldVLARuntime
+from wvla_gym.training import joint
+from wvla_gym.training.data import psnr_uint8
+from wvla_gym.training.judge import label_episode
+from wvla_gym.training.vq import load_vq
+
+RES, T, N_DEMOS = 16, 14, 4
+INSTRUCTION = "pick up the red square"
+
+
+def _episode(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A red square moving right over a grey background; the action's dim 0 is the motion."""
+    rng = np.random.default_rng(seed)
+    frames = np.full((T, RES, RES, 3), 90, np.uint8)
+    acts = np.zeros((T, 7))
+    acts[:, 0] = rng.uniform(0.2, 0.8, T)
+    acts[:, 6] = np.where(np.arange(T) < T // 2, -1.0, 1.0)
+    for t in range(T):
+        x = min(t // 2, RES - 4)
+        frames[t, 6:10, x : x + 4] = (220, 30, 30)
+    return frames, acts
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("data") / "pick_up_the_red_square_demo.hdf5"
+    with h5py.File(path, "w") as f:
+        d = f.create_group("data")
+        d.attrs["language_instruction"] = INSTRUCTION
+        d.attrs["images_rotated_180"] = True
+        for i in range(N_DEMOS):
+            frames, acts = _episode(i)
+            g = d.create_group(f"demo_{i}")
+            g["actions"] = acts
+            g["obs/agentview_rgb"] = frames
+            r = np.zeros(T, np.uint8)
+            r[-1] = 1
+            g["rewards"] = r
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def vq_dir(data_file, tmp_path_factory) -> str:
+    out = tmp_path_factory.mktemp("vq")
+    rc = train_main(["vq", "--data", data_file, "--out", str(out), "--resolution", str(RES), "--downsample", "4",
+                     "--channel-multiplier", "1", "1", "1", "--n-codes", "16", "--embed-dim", "8",
+                     "--latent-channels", "8", "--steps", "3", "--batch-size", "4", "--heldout-episodes", "1"])
+    assert rc == 0
+    return str(out)
+
+
+def test_vq_report_matches_reloaded_tokenizer(vq_dir, data_file):
+    report = json.loads(open(f"{vq_dir}/vq_report.json").read())
+    vq = load_vq(vq_dir)
+    assert vq.config.num_embeddings == 16 and vq.downsample == 4
+    held = _episode(N_DEMOS - 1)[0]  # the last demo is the held-out one
+    with torch.no_grad():
+        x = torch.from_numpy(held).permute(0, 3, 1, 2).float() / 255 * 2 - 1
+        codes = vq.encode_to_codes(x)
+        rec = ((vq.decode_codes(codes).clamp(-1, 1) + 1) / 2 * 255).permute(0, 2, 3, 1).numpy().astype(np.uint8)
+    assert codes.shape == (T, RES // 4, RES // 4)
+    assert report["heldout"]["frames"] == T
+    assert report["heldout"]["psnr_db"] == pytest.approx(float(psnr_uint8(rec, held).mean()), abs=1e-4)
+
+
+def _model_args(data_file, vq_dir, out, steps, *extra):
+    return ["model", "--data", data_file, "--vq", vq_dir, "--out", str(out), "--split", "all",
+            "--hidden-size", "32", "--intermediate-size", "64", "--num-hidden-layers", "1",
+            "--num-attention-heads", "2", "--steps", str(steps), "--batch-size", "4", "--warmup-steps", "1",
+            "--checkpoint-every", "2", "--log-every", "1", "--no-progress", *extra]
+
+
+def test_model_trains_resumes_and_reloads(data_file, vq_dir, tmp_path, monkeypatch):
+    ref, resumed = tmp_path / "ref", tmp_path / "resumed"
+    assert train_main(_model_args(data_file, vq_dir, ref, 4)) == 0
+
+    # kill the second run right after its first checkpoint (step 2), then rerun the same command
+    real_save = joint._save_checkpoint
+
+    def save_then_die(*a, **k):
+        real_save(*a, **k)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(joint, "_save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_main(_model_args(data_file, vq_dir, resumed, 4))
+    monkeypatch.setattr(joint, "_save_checkpoint", real_save)
+    assert torch.load(resumed / "ckpt" / "train_state.pt", weights_only=False)["step"] == 2
+    assert train_main(_model_args(data_file, vq_dir, resumed, 4)) == 0
+
+    a, b = load_file(str(ref / "model" / "model.safetensors")), load_file(str(resumed / "model" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+    steps = [json.loads(x)["step"] for x in (ref / "train_log.jsonl").read_text().splitlines()]
+    assert steps == [0, 1, 2, 3]
+    # samples per demo: T - K + 1 action windows and T - 1 world windows
+    report = json.loads((ref / "train_report.json").read_text())
+    assert report["samples"] == {"action": N_DEMOS * (T - 5 + 1), "world": N_DEMOS * (T - 1)}
+
+    cfg = json.loads((ref / "model" / "config.json").read_text())
+    all_actions = np.concatenate([_episode(i)[1] for i in range(N_DEMOS)])
+    np.testing.assert_allclose(cfg["action_min"][:1], all_actions[:, 0].min(), rtol=1e-6)
+    np.testing.assert_allclose(cfg["action_max"][:1], all_actions[:, 0].max(), rtol=1e-6)
+
+    pkg = tmp_path / "pkg"
+    assert train_main(["package", "--model", str(ref / "model"), "--judge", "None", "--vq", vq_dir,
+                       "--out", str(pkg)]) == 0
+    stats = json.loads((pkg / "action_stats.json").read_text())
+    assert stats["action_min"] == cfg["action_min"] and stats["action_max"] == cfg["action_max"]
+    assert (pkg / "training" / "vq_report.json").exists() and (pkg / "training" / "train_log.jsonl").exists()
+    rt = WorldVLARuntime.from_pretrained(pkg)
+    frames = _episode(0)[0]
+    chunk = rt.predict_action_chunk([[frames[0], frames[1]]], INSTRUCTION, constrain_actions=True)
+    assert chunk.shape == (1, 5, 7) and np.isfinite(chunk).all()
+    lo, hi = np.array(cfg["action_min"]), np.array(cfg["action_max"])
+    assert ((chunk[0] >= lo - 1e-5) & (chunk[0] <= hi + 1e-5)).all()
+    nxt = rt.imagine(frames[:1], all_actions[:1])
+    assert nxt.shape == (1, RES, RES, 3) and nxt.dtype == np.uint8
+
+
+def test_action_only_mode_has_no_world_samples(data_file, vq_dir, tmp_path):
+    out = tmp_path / "ao"
+    assert train_main(_model_args(data_file, vq_dir, out, 4, "--world-weight", "0", "--stop-at", "1")) == 0
+    report = json.loads((out / "train_report.json").read_text())
+    assert report["samples"] == {"action": N_DEMOS * (T - 5 + 1), "world": 0}
+    assert report["steps"] == 1 and report["schedule_steps"] == 4
+    assert len((out / "train_log.jsonl").read_text().splitlines()) == 1
+
+
+def test_judge_labels_and_training(data_file, tmp_path):
+    idx, y = label_episode(20, True, positive_last=3, negative_gap=15)
+    assert idx.tolist() == [0, 1, 2, 3, 4, 17, 18, 19] and y.tolist() == [0] * 5 + [1] * 3
+    idx, y = label_episode(6, False, 3, 15)
+    assert idx.tolist() == list(range(6)) and y.sum() == 0
+
+    out = tmp_path / "judge"
+    assert train_main(["judge", "--data", data_file, "--out", str(out), "--epochs", "2", "--negative-gap", "6",
+                       "--input-size", "16", "--heldout-episodes-per-file", "1"]) == 0
+    report = json.loads((out / "judge_report.json").read_text())
+    # 3 training demos x (3 positives + T - 6 negatives); 1 held-out demo
+    assert report["train_frames"] == 3 * (3 + T - 6) and report["train_positives"] == 9
+    assert report["heldout_frames"] == 3 + T - 6 and report["heldout_positives"] == 3
+    assert {"precision", "recall"} <= set(report["heldout"])
+    judge = ClassifierJudge.from_pretrained(out)
+    assert 0.0 <= judge.score(_episode(0)[0][-1:]) <= 1.0
+
+
+def test_embedded_default_loads_fast_and_fits_budget():
+    from wvla_gym.runtime import DEFAULT_ASSET_DIR
+
+    if not (DEFAULT_ASSET_DIR / "config.json").exists():
+        pytest.skip("no embedded default model in this checkout")
+    size = sum(p.stat().st_size for p in DEFAULT_ASSET_DIR.rglob("*") if p.is_file())
+    assert size <= 30e6
+    import time
+
+    t0 = time.perf_counter()
+    rt = WorldVLARuntime.from_pretrained()
+    assert time.perf_counter() - t0 < 10.0
+    # what the README promises: 64 px frames, M = 2, K = 5
+    assert (rt.resolution, rt.history, rt.action_chunk) == (64, 2, 5)
+    frame = np.full((64, 64, 3), 120, np.uint8)
+    chunk = rt.predict_action_chunk([[frame, frame]], "pick up the alphabet soup and place it in the basket",
+                                    constrain_actions=True)
+    assert chunk.shape == (1, 5, 7) and np.isfinite(chunk).all()
+    assert rt.imagine(frame[None], chunk[0, :1]).shape == (1, 64, 64, 3)
+    judge = ClassifierJudge.from_pretrained(DEFAULT_ASSET_DIR / "judge")
+    assert 0.0 <= judge.score(frame[None]) <= 1.0

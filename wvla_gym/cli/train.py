@@ -1,0 +1,59 @@
+"""``wvla-gym train {vq,model,judge}``: the three training stages behind the embedded default model.
+
+Examples (the commands that produced ``wvla_gym/assets/default`` are in its README.md)::
+
+    wvla-gym train vq --data data/obj64 --out runs/vq64
+    wvla-gym train model --data data/obj64 --vq runs/vq64 --out runs/model
+    wvla-gym train model --data data/obj64 --vq runs/vq64 --out runs/model_action_only --world-weight 0
+    wvla-gym train judge --data data/obj64 --out runs/judge
+    wvla-gym train package --model runs/model/model --judge runs/judge --vq runs/vq64 --out wvla_gym/assets/default
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import tyro
+
+from wvla_gym.training.config import JudgeTrainConfig, ModelTrainConfig, PackageConfig, VQTrainConfig
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = tyro.cli(
+        Annotated[VQTrainConfig, tyro.conf.subcommand("vq")]
+        | Annotated[ModelTrainConfig, tyro.conf.subcommand("model")]
+        | Annotated[JudgeTrainConfig, tyro.conf.subcommand("judge")]
+        | Annotated[PackageConfig, tyro.conf.subcommand("package")],
+        args=argv,
+        prog="wvla-gym train",
+    )
+    try:
+        if isinstance(cfg, VQTrainConfig):
+            from wvla_gym.training.vq import train_vq
+
+            report = train_vq(cfg)
+            summary = {"heldout": report["heldout"], "out": cfg.out}
+        elif isinstance(cfg, ModelTrainConfig):
+            from wvla_gym.training.joint import train_model
+
+            report = train_model(cfg)
+            summary = {"samples": report["samples"], "lm_parameters": report["lm_parameters"], "out": cfg.out}
+        elif isinstance(cfg, PackageConfig):
+            from wvla_gym.training.package import package_model
+
+            summary = package_model(cfg)
+        else:
+            from wvla_gym.training.judge import train_judge
+
+            report = train_judge(cfg)
+            summary = {"heldout": report["heldout"], "out": cfg.out}
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}")
+        return 2
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

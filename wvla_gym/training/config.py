@@ -1,0 +1,113 @@
+"""Dataclass configs of the three training stages (``wvla-gym train vq|model|judge``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class VQTrainConfig:
+    """Train a small Chameleon-family VQGAN image tokenizer on recorded agent-view frames."""
+
+    data: list[str] = field(default_factory=list)
+    """LIBERO-layout HDF5 files or folders of them (every ``*.hdf5`` inside)."""
+    out: str = "runs/vq"
+    resolution: int = 64
+    downsample: int = 8
+    """pixels per code side: 64 px / 8 -> an 8x8 code grid"""
+    n_codes: int = 512
+    embed_dim: int = 32
+    latent_channels: int = 64
+    base_channels: int = 32
+    channel_multiplier: tuple[int, ...] = (1, 2, 2, 4)
+    """one entry per level; its length sets the downsampling (len - 1 halvings)"""
+    num_res_blocks: int = 1
+    steps: int = 2000
+    batch_size: int = 32
+    lr: float = 1e-3
+    heldout_episodes: int = 2
+    """the last N episodes (in file/demo order) are held out for the reconstruction PSNR"""
+    restart_dead_every: int = 100
+    """re-seed codes unused for this many steps with random encoder outputs (avoids codebook collapse)"""
+    max_frames: int = 20000
+    seed: int = 0
+    threads: int = 1
+    log_every: int = 50
+
+
+@dataclass
+class ModelTrainConfig:
+    """Joint action + world-model training of a small Chameleon-architecture WorldVLA model."""
+
+    data: list[str] = field(default_factory=list)
+    """LIBERO-layout HDF5 files or folders of them"""
+    vq: str = "runs/vq"
+    """folder written by ``wvla-gym train vq`` (the frozen image tokenizer)"""
+    out: str = "runs/model"
+    split: str = "train"
+    """"train" (WorldVLA's split minus val_ind / val_ood) or "all" """
+    hidden_size: int = 256
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    intermediate_size: int = 768
+    action_chunk: int = 5
+    history: int = 2
+    world_weight: float = 1.0
+    """world-model samples per action sample in each batch; 0 = action-only (the ablation)"""
+    image_loss_weight: float = 0.04
+    z_loss_weight: float = 1e-5
+    steps: int = 2000
+    """length of the learning-rate schedule"""
+    stop_at: int | None = None
+    """stop (and write the model) after this many steps, keeping the schedule of ``steps``"""
+    batch_size: int = 16
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 50
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    checkpoint_every: int = 100
+    """a kill loses at most this many steps"""
+    seed: int = 0
+    threads: int = 1
+    log_every: int = 10
+    progress: bool = True
+
+
+@dataclass
+class JudgeTrainConfig:
+    """Train a success judge (small CNN) on recorded episodes: last frames of successful episodes vs earlier ones."""
+
+    data: list[str] = field(default_factory=list)
+    out: str = "runs/judge"
+    positive_last: int = 3
+    """the last N frames of each successful episode are positives"""
+    negative_gap: int = 15
+    """frames at least this many steps before the end are negatives (the frames in between are ambiguous)"""
+    heldout_episodes_per_file: int = 2
+    """the last N demos of each file are held out for precision/recall"""
+    input_size: int = 64
+    epochs: int = 15
+    batch_size: int = 64
+    lr: float = 3e-3
+    threshold: float = 0.5
+    seed: int = 0
+    threads: int = 1
+
+
+@dataclass
+class PackageConfig:
+    """Assemble a shippable model folder (e.g. ``wvla_gym/assets/default``) from the three stages' outputs."""
+
+    model: str = "runs/model/model"
+    """folder with config.json + model.safetensors (``<train model --out>/model``)"""
+    judge: str | None = "runs/judge"
+    vq: str | None = "runs/vq"
+    """VQ run folder: its ``vq_report.json`` is copied for the record"""
+    data_manifest: str | None = None
+    """the recorder's ``manifest.json`` of the training data"""
+    out: str = "wvla_gym/assets/default"
+    max_mb: float = 30.0
+    constrain_actions: bool = True
+    """default for WorldVLAAgent(constrain_actions=None): force well-formed action blocks (small models need it)"""
