@@ -206,8 +206,9 @@ def test_check_env_every_suite(task_suite):
 
 def test_async_vector_env_steps():
     def make(i):
-        return lambda: gym.make("WorldVLA-LIBERO-v0", task_suite="libero_object", task_id=i, resolution=32,
-                                wrist=False)
+        # forkserver workers start fresh: the module-prefixed id imports wvla_gym (and registers) there
+        return lambda: gym.make("wvla_gym:WorldVLA-LIBERO-v0", task_suite="libero_object", task_id=i,
+                                resolution=32, wrist=False)
 
     envs = gym.vector.AsyncVectorEnv([make(0), make(1)], context="forkserver")
     try:
