@@ -36,6 +36,8 @@ _PAD_ABOVE_SITE = 0.004  # the Panda finger pads are centred ~4 mm above robosui
 _FINGER_BELOW_SITE = 0.014  # the finger meshes reach ~13 mm below the grip site: keep them off the floor
 _CLOSE_STEPS = 12  # the Panda gripper needs ~11 steps to close fully
 _OPEN_STEPS = 8
+_MIN_CLOSE_STEPS = 3  # closing commanded at least this long before a stall counts
+_STALLED = 3e-4  # finger opening change (m) per step below which the fingers have stopped
 _GRIPPER_EMPTY = 0.005  # finger opening (m) below this after closing means nothing is between the fingers
 _MAX_GRASP_TRIES = 3
 _RIM_INSET = 0.012  # bowl rim grasp: fingers centred this far inside the outer radius (straddling the wall)
@@ -293,7 +295,13 @@ class ScriptedLiberoExpert:
             return a
         if ph == "grasp":
             a, _ = self._servo(p["grasp"], 1.0, p["yaw"])
-            if t >= _CLOSE_STEPS:
+            width = self._gripper_width()
+            # Lift as soon as the fingers stop closing (they stall on the object after ~4 steps): a policy
+            # learning from images cannot tell how long a stationary closed gripper has been waiting, so the
+            # demonstrations must not contain an image-invisible hold.
+            stalled = t >= _MIN_CLOSE_STEPS and abs(p.get("width", width) - width) < _STALLED
+            p["width"] = width
+            if stalled or t >= _CLOSE_STEPS:
                 if self._gripper_width() < _GRIPPER_EMPTY and p["tries"] + 1 < _MAX_GRASP_TRIES:
                     p["tries"] += 1
                     self._enter("regrasp")

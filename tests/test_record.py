@@ -189,6 +189,21 @@ def test_resume_refuses_other_settings(tmp_path):
         _fake_record(tmp_path, episodes=3, tasks="0")
 
 
+def test_first_init_state_shifts_slots_and_perturbs_past_the_last_fixed_state(tmp_path):
+    # 4 fake init states; start at 2: slots 0, 1 -> init states 2, 3 (unperturbed), slots 2, 3 wrap to 0, 1
+    m = _fake_record(tmp_path, episodes=4, tasks="0", first_init_state=2)
+    with h5py.File(tmp_path / "FAKE_TASK_0_demo.hdf5", "r") as f:
+        demos = [f["data"][f"demo_{i}"].attrs for i in range(4)]
+        assert [int(d["init_state_id"]) for d in demos] == [2, 3, 0, 1]
+        assert [bool(d["perturbed"]) for d in demos] == [False, False, True, True]
+    assert m["first_init_state"] == 2
+    assert m["tasks"]["0"]["expert_success_fixed_init"]["init_state_ids"] == [2, 3]
+    with pytest.raises(ValueError, match="first_init_state"):
+        _fake_record(tmp_path, episodes=4, tasks="0", first_init_state=0)
+    with pytest.raises(ValueError, match="first_init_state"):
+        _fake_record(tmp_path / "other", episodes=1, tasks="0", first_init_state=50)
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="episodes_per_task"):
         record("libero_object", "0", 0, 16, "/tmp/x", FakePolicy, make_env=make_fake_env)

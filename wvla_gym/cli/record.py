@@ -31,6 +31,8 @@ class RecordArgs:
     """Action noise of perturbed attempts (retries, and episodes beyond the 50 fixed init states)."""
     max_attempts: int = 3
     seed: int = 0
+    first_init_state: int = 0
+    """Slot i records from fixed init state (first + i) % 50: e.g. 20 keeps the eval states 0-19 held out."""
     wrist: bool = True
     noop_filter: bool = True
     replay: Path | None = None
@@ -101,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         manifest = record(
             args.suite, args.tasks, args.episodes_per_task, args.resolution, args.out,
             _expert_factory(args.noise_std), max_attempts=args.max_attempts, seed=args.seed, wrist=args.wrist,
+            first_init_state=args.first_init_state,
             noop_filter=args.noop_filter, progress=args.progress,
             policy_info={"name": "agents.scripted.ScriptedLiberoExpert", "noise_std_perturbed": args.noise_std},
         )

@@ -9,9 +9,11 @@ can never leave a torn or duplicated one. When all slots of a task exist they ar
 ``<out>/<task_name>_demo.hdf5`` and the staging folder is removed. ``manifest.json`` is rewritten atomically
 after every episode; it is a report derived from the files, which are the source of truth.
 
-Episode slots: slot ``i`` uses the fixed init state ``i % n_init``. Its first attempt is unperturbed when
-``i < n_init`` (this is what the expert success rate measures); retries and slots beyond the fixed init states
-are perturbed (seeded action noise via the policy factory, and a different reset seed).
+Episode slots: slot ``i`` uses the fixed init state ``(first_init_state + i) % n_init``. Its first attempt is
+unperturbed when ``first_init_state + i < n_init`` (this is what the expert success rate measures); retries and
+slots past the last fixed init state are perturbed (seeded action noise via the policy factory, and a different
+reset seed). ``first_init_state`` keeps evaluation init states out of the training data (e.g. record on 20-49,
+evaluate on 0-19).
 """
 
 from __future__ import annotations
@@ -152,6 +154,7 @@ class RecordConfig:
     wrist: bool = True
     noop_filter: bool = True
     compression: str | None = "gzip"
+    first_init_state: int = 0  # slot i starts from fixed init state (first_init_state + i) % n_init
     policy_info: dict[str, Any] | None = None  # reported in the manifest (e.g. the expert's name and noise)
 
 
@@ -166,6 +169,10 @@ def _validate(cfg: RecordConfig) -> None:
         raise ValueError(f"max_attempts={cfg.max_attempts!r}; expected an int >= 1")
     if isinstance(cfg.resolution, bool) or not isinstance(cfg.resolution, int) or cfg.resolution < 16:
         raise ValueError(f"resolution={cfg.resolution!r}; expected an int >= 16")
+    if isinstance(cfg.first_init_state, bool) or not isinstance(cfg.first_init_state, int) or not (
+        0 <= cfg.first_init_state < NUM_INIT_STATES
+    ):
+        raise ValueError(f"first_init_state={cfg.first_init_state!r}; expected an int in [0, {NUM_INIT_STATES})")
 
 
 def parse_tasks(spec: str | Iterable[int], suite: str) -> list[int]:
@@ -244,8 +251,8 @@ class Recorder:
     def _load_manifest(self) -> dict[str, Any]:
         if self.manifest_path.exists():
             m = json.loads(self.manifest_path.read_text())
-            for key in ("suite", "resolution", "episodes_per_task", "seed"):
-                if m.get(key) != getattr(self.cfg, key):
+            for key in ("suite", "resolution", "episodes_per_task", "seed", "first_init_state"):
+                if m.get(key, 0 if key == "first_init_state" else None) != getattr(self.cfg, key):
                     raise ValueError(
                         f"{self.manifest_path} was recorded with {key}={m.get(key)!r}, this run asks for "
                         f"{getattr(self.cfg, key)!r}; use another --out or the same settings to resume"
@@ -260,6 +267,7 @@ class Recorder:
             "episodes_per_task": self.cfg.episodes_per_task,
             "max_attempts": self.cfg.max_attempts,
             "seed": self.cfg.seed,
+            "first_init_state": self.cfg.first_init_state,
             "wrist": self.cfg.wrist,
             "noop_filter": self.cfg.noop_filter,
             "policy": self.cfg.policy_info or {},
@@ -273,7 +281,7 @@ class Recorder:
     @staticmethod
     def _task_summary(slots: dict[int, dict[str, Any]], n_init: int) -> dict[str, Any]:
         """Counts and expert success rates from per-slot attempt logs."""
-        first = [s["attempts"][0] for i, s in slots.items() if i < n_init and s["attempts"]]
+        first = [s["attempts"][0] for s in slots.values() if s["attempts"]]
         first = [a for a in first if not a["perturbed"]]
         every = [a for s in slots.values() for a in s["attempts"]]
         ok_first = sum(a["success"] for a in first)
@@ -398,10 +406,10 @@ class Recorder:
 
     def _record_slot(self, env: Any, task_id: int, slot: int, n_init: int, staging: Path) -> dict[str, Any]:
         cfg = self.cfg
-        init_id = slot % n_init
+        init_id = (cfg.first_init_state + slot) % n_init
         attempts: list[dict[str, Any]] = []
         for attempt in range(cfg.max_attempts):
-            perturbed = slot >= n_init or attempt > 0
+            perturbed = cfg.first_init_state + slot >= n_init or attempt > 0
             seed = _slot_seed(cfg.seed, task_id, slot, attempt)
             policy = self.policy_factory(env, seed, perturbed)
             res = rollout(env, policy, seed=seed, init_state_id=init_id)

@@ -5,7 +5,9 @@ Two levels, both with imagined first and real second (SimplerEnv's ``calc_metric
 * **rates**: one point per (policy, suite, task) with both env kinds -> Pearson, Spearman, MMRV, signed and
   absolute gap; plus the same over one point per policy (suite-level success), the SimplerEnv setting.
 * **episodes**: pairs of episodes with the same (policy, suite, task, init state, seed) -> paired accuracy and
-  Cohen's κ.
+  Cohen's κ; and per policy (``kruskal_wallis``), SimplerEnv's Kruskal–Wallis H-test of the 0/1 outcomes of
+  that policy's paired episodes, imagined vs real (same trials on both sides; p < 0.05 = evidence that
+  imagined and real outcomes differ).
 
 Error episodes are dropped before anything is computed (and counted in ``errors``).
 """
@@ -15,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from wvla_gym.evaluation.metrics import agreement_report, cohen_kappa, paired_accuracy
+from wvla_gym.evaluation.metrics import agreement_report, cohen_kappa, kruskal_wallis, paired_accuracy
 from wvla_gym.evaluation.results import latest_records
 
 
@@ -70,6 +72,24 @@ def agreement_from_records(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
         }
     else:
         out["episode_level"] = None
+    # Per policy: Kruskal-Wallis on the paired trials' outcomes (imagined vs real).
+    by_policy: dict[str, list[tuple[bool, bool]]] = {}
+    for key, v in eps.items():
+        if "imagined" in v and "real" in v:
+            by_policy.setdefault(key[0], []).append((v["imagined"], v["real"]))
+    kw = []
+    for policy, pp in sorted(by_policy.items()):
+        imag, real = [p[0] for p in pp], [p[1] for p in pp]
+        kw.append(
+            {
+                "policy": policy,
+                "n_pairs": len(pp),
+                "imagined_success": sum(imag) / len(pp),
+                "real_success": sum(real) / len(pp),
+                **kruskal_wallis(imag, real),
+            }
+        )
+    out["kruskal_wallis"] = kw
     return out
 
 
@@ -92,5 +112,17 @@ def format_table(report: dict[str, Any]) -> str:
         rows.append(f"Per-episode pairs: {e['n_pairs']}, paired accuracy {f(e['paired_accuracy'])}, "
                     f"Cohen's κ {f(e['cohen_kappa'])} (imagined-only successes {e['imagined_only_success']}, "
                     f"real-only {e['real_only_success']}).")
+    kw = report.get("kruskal_wallis")
+    if kw:
+        rows += [
+            "",
+            "| policy | paired trials | imagined success | real success | Kruskal–Wallis H | p |",
+            "|---|---|---|---|---|---|",
+        ]
+        for k in kw:
+            rows.append(
+                f"| {k['policy']} | {k['n_pairs']} | {f(k['imagined_success'])} | {f(k['real_success'])} | "
+                f"{f(k['statistic'])} | {f(k['pvalue'])} |"
+            )
     rows.append(f"Error episodes excluded: {report['errors_excluded']}.")
     return "\n".join(rows)

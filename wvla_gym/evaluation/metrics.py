@@ -1,4 +1,4 @@
-"""Success-rate statistics and imagined-vs-real agreement metrics (pure numpy, no simulator imports).
+"""Success-rate statistics and imagined-vs-real agreement metrics (numpy; scipy only for Kruskal–Wallis).
 
 Conventions (see ``../shared/reference/world-model-evaluators.md``):
 
@@ -155,6 +155,32 @@ def cohen_kappa(imagined: Sequence[bool], real: Sequence[bool]) -> float:
     if p_e == 1.0:
         return 1.0
     return (p_o - p_e) / (1 - p_e)
+
+
+def kruskal_wallis(
+    imagined_outcomes: Sequence[float] | np.ndarray, real_outcomes: Sequence[float] | np.ndarray
+) -> dict[str, float]:
+    """Kruskal–Wallis H-test of trial-level outcomes (e.g. 0/1 successes), imagined vs real.
+
+    As SimplerEnv's ``calc_metrics`` does per checkpoint: do both groups come from one distribution? A small
+    p-value is evidence that imagined and real outcomes differ. Uses ``scipy.stats.kruskal`` (tie-corrected H,
+    chi-square with 1 degree of freedom). Returns ``{"statistic": H, "pvalue": p}``.
+
+    Degenerate case: when every value in both groups is identical (e.g. all failures), H is 0/0; depending on
+    the version scipy raises or returns nan. We return ``{"statistic": 0.0, "pvalue": 1.0}``: no evidence of
+    any difference. Each group needs at least one value.
+    """
+    x = _vector("imagined_outcomes", imagined_outcomes)
+    y = _vector("real_outcomes", real_outcomes)
+    if len(x) == 0 or len(y) == 0:
+        raise ValueError(f"imagined_outcomes and real_outcomes must be non-empty; got {len(x)} and {len(y)}")
+    both = np.concatenate([x, y])
+    if np.all(both == both[0]):
+        return {"statistic": 0.0, "pvalue": 1.0}
+    from scipy.stats import kruskal
+
+    res = kruskal(x, y)
+    return {"statistic": float(res.statistic), "pvalue": float(res.pvalue)}
 
 
 def agreement_report(imagined: Sequence[float], real: Sequence[float]) -> dict[str, float | int]:
