@@ -5,6 +5,8 @@ Examples (the commands that produced ``wvla_gym/assets/default`` are in its READ
     wvla-gym train vq --data data/obj64 --out runs/vq64
     wvla-gym train model --data data/obj64 --vq runs/vq64 --out runs/model
     wvla-gym train model --data data/obj64 --vq runs/vq64 --out runs/model_action_only --world-weight 0
+    torchrun --standalone --nproc_per_node 4 -m wvla_gym.cli.main train model --data data/obj64 \
+        --vq runs/vq64 --out runs/model --device cuda   # data-parallel; --batch-size stays the global batch
     wvla-gym train judge --data data/obj64 --out runs/judge
     wvla-gym train package --model runs/model/model --judge runs/judge --vq runs/vq64 --out wvla_gym/assets/default
 """
@@ -12,6 +14,7 @@ Examples (the commands that produced ``wvla_gym/assets/default`` are in its READ
 from __future__ import annotations
 
 import json
+import os
 from typing import Annotated
 
 import tyro
@@ -51,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}")
         return 2
-    print(json.dumps(summary))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
+        print(json.dumps(summary))
     return 0
 
 

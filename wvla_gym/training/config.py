@@ -73,6 +73,8 @@ class ModelTrainConfig:
     threads: int = 1
     log_every: int = 10
     progress: bool = True
+    device: str = "cpu"
+    """"cpu" or "cuda"; under torchrun (WORLD_SIZE > 1) "cuda" means cuda:LOCAL_RANK, one GPU per process"""
 
 
 @dataclass

@@ -10,21 +10,39 @@
   (optimizer, scheduler, step); re-running the same command resumes from it. Batches depend only on
   ``(seed, step)``, so a resumed run draws the same batches as an uninterrupted one.
 * ``<out>/train_log.jsonl``: one JSON line per ``log_every`` steps; ``<out>/model/``: the final model.
+
+Multi-GPU: the same command under torchrun trains data-parallel (``DistributedDataParallel``; NCCL with
+``--device cuda``, one GPU per process, else gloo on CPU)::
+
+    torchrun --standalone --nproc_per_node 4 -m wvla_gym.cli.main train model --data data/obj64 \
+        --vq runs/vq64 --out runs/model --device cuda
+
+(``torchrun ... $(which wvla-gym) train model ...`` works too.) ``--batch-size`` stays the global batch and
+must be divisible by the number of processes: every rank draws the same global batch of ``(seed, step)`` and
+trains on its contiguous shard, with the loss normalised by the global target weight / token count, so the
+result equals single-process training of the same command (up to float rounding) and a run can be resumed
+with another process count. Rank 0 alone tokenizes (``samples.pt``), logs and writes checkpoints and the
+model; every rank resumes from the same checkpoint. Without torchrun (``WORLD_SIZE`` unset or 1) no process
+group is created.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import os
 import shutil
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from wvla_gym.data.split import split_files
@@ -206,12 +224,108 @@ def _jsonable(cfg: Any) -> dict[str, Any]:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()}
 
 
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits in a torchrun launch (all defaults: a plain single-process run)."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def dist_info_from_env(env: Any = None) -> DistInfo:
+    """torchrun's ``WORLD_SIZE`` / ``RANK`` / ``LOCAL_RANK``; a single process when ``WORLD_SIZE`` is unset or 1."""
+    env = os.environ if env is None else env
+    world = int(env.get("WORLD_SIZE", "1") or 1)
+    if world <= 1:
+        return DistInfo()
+    return DistInfo(rank=int(env["RANK"]), local_rank=int(env.get("LOCAL_RANK", env["RANK"])), world_size=world)
+
+
+def per_rank_batch(batch_size: int, world_size: int) -> int:
+    """Each rank's share of the global ``batch_size``."""
+    if world_size < 1 or batch_size % world_size:
+        raise ValueError(f"batch_size={batch_size} (the global batch) must be divisible by world_size={world_size} "
+                         "(the number of torchrun processes)")
+    return batch_size // world_size
+
+
+def _device(cfg: ModelTrainConfig, d: DistInfo) -> torch.device:
+    dev = torch.device(cfg.device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={cfg.device!r} but CUDA is not available")
+        if d.distributed:
+            dev = torch.device("cuda", d.local_rank)
+            torch.cuda.set_device(dev)
+    return dev
+
+
+def _barrier(d: DistInfo) -> None:
+    if d.distributed:
+        dist.barrier()
+
+
+def _ddp_loss(logits: torch.Tensor, labels: torch.Tensor, loss_weights: torch.Tensor, z_loss_weight: float,
+              world_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``worldvla_loss`` of the *global* batch, as this rank's share; returns ``(loss to backward, global loss)``.
+
+    ``worldvla_loss`` is a weighted mean: sum_i w_i CE_i / sum_i w_i over the batch's targets (w = α on image
+    targets, 1 elsewhere), plus ``z_loss_weight`` x the mean of logsumexp² over its targets. The shards hold
+    different numbers of targets (action vs world samples), so a mean of per-rank means is not the full-batch
+    loss. Each rank instead divides its *sums* by the all-reduced global denominators and multiplies by
+    ``world_size``, which DDP's gradient averaging divides out again: the averaged gradient is exactly the
+    gradient of the full-batch loss (the denominators do not depend on the parameters).
+    """
+    logits = logits[:, :-1].float()
+    target = labels[:, 1:].to(logits.device).reshape(-1)
+    flat = logits.reshape(-1, logits.shape[-1])
+    ce_sum = F.cross_entropy(flat, target, weight=loss_weights, ignore_index=IGNORE_INDEX, reduction="sum")
+    valid = target >= 0
+    sums = [ce_sum]
+    dens = [loss_weights[target[target != IGNORE_INDEX]].sum()]
+    if z_loss_weight:
+        sums.append(z_loss_weight * torch.logsumexp(flat[valid], dim=-1).pow(2).sum())
+        dens.append(valid.sum().to(flat.dtype))
+    den = torch.stack(dens).detach()
+    dist.all_reduce(den)
+    share = sum(n / c for n, c in zip(sums, den, strict=True))
+    return share * world_size, share.detach()
+
+
+def _global_sum(x: torch.Tensor) -> torch.Tensor:
+    x = x.detach().clone()
+    dist.all_reduce(x)
+    return x
+
+
 def train_model(cfg: ModelTrainConfig) -> dict[str, Any]:
-    """Train (or resume) and write ``<out>/model``; returns the training report."""
+    """Train (or resume) and write ``<out>/model``; returns the training report.
+
+    Under torchrun (``WORLD_SIZE`` > 1) trains data-parallel; see the module docstring ("Multi-GPU")."""
     if not cfg.data:
         raise ValueError("model training needs --data (recorded LIBERO-layout HDF5 files or folders)")
     if cfg.world_weight < 0:
         raise ValueError("world_weight must be >= 0")
+    d = dist_info_from_env()
+    per_rank_batch(cfg.batch_size, d.world_size)
+    device = _device(cfg, d)
+    if not d.distributed:
+        return _train(cfg, d, device)
+    # generous timeout: the other ranks wait at a barrier while rank 0 tokenizes the data set
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(hours=1))
+    try:
+        return _train(cfg, d, device)
+    finally:
+        dist.destroy_process_group()
+
+
+def _train(cfg: ModelTrainConfig, d: DistInfo, device: torch.device) -> dict[str, Any]:
+    lead = d.rank == 0  # the only rank that writes
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
@@ -222,54 +336,87 @@ def train_model(cfg: ModelTrainConfig) -> dict[str, Any]:
     kinds = ("action", "world") if cfg.world_weight > 0 else ("action",)
 
     cache = out / SAMPLES
-    if cache.exists():
+    samples = None
+    if lead:
+        if cache.exists():
+            samples = torch.load(cache, weights_only=False)
+        else:
+            samples = tokenize(model, sources, kinds, cfg.history, cfg.action_chunk)
+            torch.save(samples, cache)
+    _barrier(d)  # samples.pt is complete before the other ranks read it
+    if samples is None:
         samples = torch.load(cache, weights_only=False)
-    else:
-        samples = tokenize(model, sources, kinds, cfg.history, cfg.action_chunk)
-        torch.save(samples, cache)
 
+    model.to(device)
     opt = _optimizer(model, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
     start = 0
     ck = _latest_checkpoint(out)
-    if ck is not None:
+    if ck is not None:  # every rank loads the same checkpoint
         model.load_state_dict(load_file(str(ck / "model.safetensors")))
-        state = torch.load(ck / STATE, weights_only=False)
+        state = torch.load(ck / STATE, weights_only=False, map_location=device)
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         start = int(state["step"])
+    _barrier(d)  # every rank has read the checkpoint before rank 0 may replace it
+
+    net: torch.nn.Module = model
+    if d.distributed:
+        # DDP broadcasts rank 0's weights at construction (they are identical anyway: same seed, same checkpoint)
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    shard = per_rank_batch(cfg.batch_size, d.world_size)
+    lo, hi = d.rank * shard, (d.rank + 1) * shard
 
     from tqdm.auto import tqdm
 
     model.train()
-    log = open(out / LOG, "a", encoding="utf-8")
+    log = open(out / LOG, "a", encoding="utf-8") if lead else None
     t0 = time.perf_counter()
     end = cfg.steps if cfg.stop_at is None else min(cfg.steps, cfg.stop_at)
     bar = tqdm(range(start, end), desc="train model", initial=start, total=end,
-               disable=not cfg.progress, mininterval=10)
+               disable=not (cfg.progress and lead), mininterval=10)
     for step in bar:
-        batch = collate(draw_batch(samples, cfg.batch_size, cfg.world_weight, cfg.seed, step), model)
-        loss = model(**batch).loss
+        # every rank draws the same global batch and keeps its contiguous shard
+        batch = draw_batch(samples, cfg.batch_size, cfg.world_weight, cfg.seed, step)[lo:hi]
+        batch = {k: v.to(device) for k, v in collate(batch, model).items()}
+        if d.distributed:
+            labels = batch.pop("labels")  # the loss is computed here, globally normalised (see _ddp_loss)
+            logits = net(**batch, mask_image_logits=False).logits  # as a forward with labels: image logits kept
+            loss, share = _ddp_loss(logits, labels, model.loss_weights(), model.config.z_loss_weight, d.world_size)
+        else:
+            loss = share = net(**batch).loss
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # DDP all-reduces (averages) the gradients here, so clipping sees the global gradient
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         sched.step()
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
-            rec = {"step": step, "loss": round(loss.item(), 5), "grad_norm": round(float(gnorm), 4),
-                   "lr": sched.get_last_lr()[0], "time_s": round(time.perf_counter() - t0, 1)}
-            log.write(json.dumps(rec) + "\n")
-            log.flush()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            value = (_global_sum(share) if d.distributed else share).item()  # the global batch's loss
+            if log is not None:
+                rec = {"step": step, "loss": round(value, 5), "grad_norm": round(float(gnorm), 4),
+                       "lr": sched.get_last_lr()[0], "time_s": round(time.perf_counter() - t0, 1)}
+                if d.distributed:
+                    rec["world_size"] = d.world_size
+                log.write(json.dumps(rec) + "\n")
+                log.flush()
+                bar.set_postfix(loss=f"{value:.3f}")
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == end:
-            _save_checkpoint(out, model, opt, sched, step + 1, cfg)
-    log.close()
+            if lead:
+                _save_checkpoint(out, model, opt, sched, step + 1, cfg)
+            _barrier(d)
+    if log is not None:
+        log.close()
     model.eval()
-    save_pretrained(model, out / "model")
+    if lead:
+        save_pretrained(model, out / "model")
     n_params = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("model.vqmodel."))
     report = {"steps": end, "schedule_steps": cfg.steps, "resumed_from": start, "lm_parameters": n_params,
               "samples": {k: len(v) for k, v in samples.items()},
-              "episodes": [[p, d] for p, d in sources], "action_min": amin, "action_max": amax,
+              "episodes": [[p, demo] for p, demo in sources], "action_min": amin, "action_max": amax,
+              "world_size": d.world_size,
               "wall_s_this_run": round(time.perf_counter() - t0, 1), "config": _jsonable(cfg)}
-    (out / "train_report.json").write_text(json.dumps(report, indent=2))
+    if lead:
+        (out / "train_report.json").write_text(json.dumps(report, indent=2))
+    _barrier(d)  # the outputs are complete when any rank returns
     return report
