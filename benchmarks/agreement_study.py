@@ -48,6 +48,10 @@ class StudyArgs:
     resolution: int = 256
     max_episode_steps: int | None = None
     imagined: bool = True
+    baselines: list[str] = field(default_factory=lambda: ["random", "zero"])
+    """Which of the ``random`` / ``zero`` policies to include. To spread a study over processes, give each a
+    subset of the policies (``--noise-levels``, ``--baselines``, ``--worldvla``; empty lists allowed) and the
+    same ``--out``: the runner's JSONL appends are safe across processes and finished episodes are skipped."""
     tiny: bool = False
     """Smoke path: task 0, 2 trials, 20 steps, 64 px, a tiny random world model."""
 
@@ -76,8 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     for noise in args.noise_levels:
         r = resolve_policy("scripted", noise_std=noise)
         policies.append((r.name, r.factory, True))
-    policies.append(("random", lambda env: RandomPolicy(scale=1.0), False))
-    policies.append(("zero", lambda env: ZeroPolicy(), False))
+    unknown = sorted(set(args.baselines) - {"random", "zero"})
+    if unknown:
+        raise ValueError(f"baselines={args.baselines!r}; expected a subset of ['random', 'zero']")
+    if "random" in args.baselines:
+        policies.append(("random", lambda env: RandomPolicy(scale=1.0), False))
+    if "zero" in args.baselines:
+        policies.append(("zero", lambda env: ZeroPolicy(), False))
     for ckpt in args.worldvla:
         r = resolve_policy("worldvla", checkpoint=ckpt)
         policies.append((r.name, r.factory, False))

@@ -160,6 +160,33 @@ def test_judge_labels_and_training(data_file, tmp_path):
     assert 0.0 <= judge.score(_episode(0)[0][-1:]) <= 1.0
 
 
+def test_judge_on_imagined_replays(data_file, tmp_path):
+    from wvla_gym.model.tiny import make_tiny_checkpoint
+    from wvla_gym.training.data import load_frames
+    from wvla_gym.training.judge import imagined_replays
+
+    ckpt = make_tiny_checkpoint(tmp_path / "wm", resolution=RES, downsample=4)
+    eps = load_frames([data_file])
+    # Lockstep batches equal one-episode-at-a-time imagination (frame t = after actions 0..t).
+    batched = imagined_replays(str(ckpt), eps[:3], batch_size=2, progress=False)
+    rt = WorldVLARuntime.from_pretrained(ckpt)
+    frames, acts = eps[1][2], _episode(1)[1]
+    cur, want = frames[:1], []
+    for a in acts:
+        cur = rt.imagine(cur, a[None])
+        want.append(cur[0])
+    assert len(batched) == 3 and batched[1].shape == (T, RES, RES, 3)
+    np.testing.assert_array_equal(batched[1], np.stack(want))
+
+    out = tmp_path / "judge"
+    assert train_main(["judge", "--data", data_file, "--out", str(out), "--epochs", "1", "--negative-gap", "6",
+                       "--input-size", "16", "--heldout-episodes-per-file", "1", "--world-model", str(ckpt)]) == 0
+    report = json.loads((out / "judge_report.json").read_text())
+    # Every training demo contributes its recorded and its imagined frames, labelled alike.
+    assert report["train_frames"] == 2 * 3 * (3 + T - 6) and report["train_positives"] == 2 * 9
+    assert report["heldout_imagined_frames"] == 3 + T - 6 and {"precision", "recall"} <= set(report["heldout_imagined"])
+
+
 def test_embedded_default_loads_fast_and_fits_budget():
     from wvla_gym.runtime import DEFAULT_ASSET_DIR
 

@@ -368,6 +368,17 @@ def test_wm_eval_cli_with_lpips_and_fvd(lpips_files, i3d_files, tmp_path, monkey
     # Without weights: the old report (no lpips/fvd keys)
     assert main(common) == 0
     assert "lpips" not in json.loads(out.read_text()) and "fvd" not in json.loads(out.read_text())
+    # The copy-the-start-frame baseline, by hand: mean PSNR of (frame s, frame s + h) over the start states
+    base = json.loads(out.read_text())["baseline_copy_start_frame"]
+
+    def _psnr(a, b):
+        mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+        return 10 * np.log10(255.0**2 / mse)
+
+    want = [np.mean([_psnr(frames[s], frames[s + h]) for s in range(12 - h)]) for h in (1, 2)]
+    assert base["n"] == [11, 10] and base["psnr"] == pytest.approx(want, rel=1e-6)
+    assert main(common + ["--no-baseline"]) == 0
+    assert "baseline_copy_start_frame" not in json.loads(out.read_text())
     # Missing pieces are clear errors (exit 2) before any model is built
     assert main(common + ["--lpips-weights", str(d / "vgg16.pth")]) == 2
     assert "--lpips-linear" in capsys.readouterr().out

@@ -23,6 +23,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import tyro
 
 
@@ -58,6 +59,9 @@ class WmEvalArgs:
     """Require FVD (error if --fvd-weights is missing); implied by --fvd-weights."""
     fvd_batch_size: int = 16
     """Clips per I3D forward pass."""
+    baseline: bool = True
+    """Also score the trivial predictor "every future frame = the start frame" on the same start states: a
+    world model is only useful where it beats this (robot scenes are mostly static)."""
     out: Path = Path("wm_eval.json")
 
 
@@ -117,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
         report.update({"lpips_weights": str(args.lpips_weights), "lpips_linear": str(args.lpips_linear)})
     if want_fvd:
         report["fvd_weights"] = str(args.fvd_weights)
+    if args.baseline:
+        # PSNR/SSIM only: the feature metrics would double the cost for a number nobody tunes on.
+        base = evaluate_open_loop(episodes, lambda f, a: np.asarray(f).copy(), args.horizon, args.every)
+        report["baseline_copy_start_frame"] = {k: base[k] for k in ("psnr", "ssim", "n")}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     if "lpips" in report:
@@ -129,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         print("| horizon | PSNR (dB) | SSIM | n |\n|---|---|---|---|")
         for h, p, s, n in zip(report["horizon"], report["psnr"], report["ssim"], report["n"], strict=True):
             print(f"| {h} | {p:.2f} | {s:.4f} | {n} |")
+    if args.baseline:
+        b = report["baseline_copy_start_frame"]
+        print("baseline (copy the start frame) PSNR: " + " ".join(f"{p:.2f}" for p in b["psnr"]))
     if "fvd" in report:
         if report["fvd"] is None:
             print(f"FVD: n/a ({report['fvd_clips']} clip(s) of {args.horizon} frames; need >= 2)")

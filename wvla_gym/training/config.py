@@ -96,6 +96,9 @@ class JudgeTrainConfig:
     threshold: float = 0.5
     seed: int = 0
     threads: int = 1
+    world_model: str | None = None
+    """also train on this checkpoint's open-loop imagined replays of the same episodes (a judge for the
+    imagined env must see the world model's rendering); held-out metrics are reported for both kinds"""
 
 
 @dataclass

@@ -4,6 +4,13 @@ Labels from the recordings: the last ``positive_last`` frames of a successful ep
 are positives; frames at least ``negative_gap`` steps before the end are negatives; the frames in between
 (the object settling into place) are left out as ambiguous. The last demos of each file are held out and
 the report gives precision / recall there (``judge_report.json`` next to the saved judge).
+
+With ``world_model`` (a checkpoint), the judge also trains on that world model's open-loop replays of the same
+episodes: each episode's recorded actions imagined from its first recorded frame, the frame after action t
+labelled like recorded frame t. A judge trained on real frames only never fires on imagined frames, whose
+textures the VQ and a small world model blur (measured: 0 of 10 imagined expert replays judged successful),
+so a judge meant for ``WorldVLA-Imagined-v0`` must see the world model's own rendering. The report then
+gives held-out precision / recall on recorded and on imagined frames separately.
 """
 
 from __future__ import annotations
@@ -39,6 +46,44 @@ def _episode_success(path: str, demo: str) -> bool:
     return bool(len(r) and r[-1] > 0)
 
 
+def _episode_actions(path: str, demo: str) -> np.ndarray:
+    from wvla_gym.data.hdf5 import _h5py
+
+    with _h5py().File(path, "r") as f:
+        return np.asarray(f["data"][demo]["actions"], dtype=np.float64)
+
+
+def imagined_replays(checkpoint: str, episodes: list[tuple[str, str, np.ndarray]], batch_size: int = 32,
+                     progress: bool = True) -> list[np.ndarray]:
+    """Per episode ``(T, R, R, 3)``: frame t+1 imagined open loop from recorded frame 0 and actions 0..t.
+
+    Episodes run in lockstep batches (one batched ``imagine`` call per step); finished ones hold still.
+    """
+    from tqdm.auto import tqdm
+
+    from wvla_gym.runtime import WorldVLARuntime
+
+    from .data import resize_uint8
+
+    rt = WorldVLARuntime.from_pretrained(checkpoint)
+    r = int(rt.resolution)
+    out: list[np.ndarray] = []
+    for b0 in range(0, len(episodes), batch_size):
+        chunk = episodes[b0 : b0 + batch_size]
+        acts = [_episode_actions(p, d) for p, d, _ in chunk]
+        cur = np.stack([resize_uint8(frames[:1], r)[0] for _, _, frames in chunk])
+        hold = np.zeros(7)
+        hold[6] = -1.0  # LIBERO's dummy action: no motion, gripper open
+        steps = max(len(a) for a in acts)
+        frames_out = np.zeros((len(chunk), steps, r, r, 3), np.uint8)
+        for t in tqdm(range(steps), desc=f"imagine replays {b0}-{b0 + len(chunk)}", disable=not progress):
+            a = np.stack([x[t] if t < len(x) else hold for x in acts])
+            cur = rt.imagine(cur, a)
+            frames_out[:, t] = cur
+        out.extend(frames_out[i, : len(acts[i])] for i in range(len(chunk)))
+    return out
+
+
 def train_judge(cfg: JudgeTrainConfig) -> dict[str, Any]:
     if not cfg.data:
         raise ValueError("judge training needs --data (recorded LIBERO-layout HDF5 files or folders)")
@@ -49,12 +94,22 @@ def train_judge(cfg: JudgeTrainConfig) -> dict[str, Any]:
     for i, (p, _, _) in enumerate(eps):
         by_file.setdefault(p, []).append(i)
     held = {i for idx in by_file.values() for i in idx[len(idx) - min(cfg.heldout_episodes_per_file, len(idx) - 1):]}
-    parts: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {"train": ([], []), "heldout": ([], [])}
-    for i, (p, d, frames) in enumerate(eps):
+    parts: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {
+        "train": ([], []), "heldout": ([], []), "heldout_imagined": ([], [])}
+    imagined = imagined_replays(cfg.world_model, eps) if cfg.world_model else [None] * len(eps)
+    for i, ((p, d, frames), imag) in enumerate(zip(eps, imagined, strict=True)):
         idx, y = label_episode(len(frames), _episode_success(p, d), cfg.positive_last, cfg.negative_gap)
         xs, ys = parts["heldout" if i in held else "train"]
         xs.append(frames[idx])
         ys.append(y)
+        if imag is not None:
+            if imag.shape[1:3] != frames.shape[1:3]:
+                from .data import resize_uint8
+
+                imag = resize_uint8(imag, frames.shape[1])
+            xs, ys = parts["heldout_imagined" if i in held else "train"]
+            xs.append(imag[idx])
+            ys.append(y)
     x_tr, y_tr = np.concatenate(parts["train"][0]), np.concatenate(parts["train"][1])
     if y_tr.sum() == 0:
         raise ValueError("no successful episodes in the training part: the judge needs positives")
@@ -70,6 +125,9 @@ def train_judge(cfg: JudgeTrainConfig) -> dict[str, Any]:
                       heldout_positives=int(y_ho.sum()))
     else:
         report["heldout"] = None
+    if parts["heldout_imagined"][0]:
+        x_hi, y_hi = np.concatenate(parts["heldout_imagined"][0]), np.concatenate(parts["heldout_imagined"][1])
+        report.update(heldout_imagined=judge.evaluate(x_hi, y_hi), heldout_imagined_frames=int(len(y_hi)))
     report.update(heldout_episodes=[[eps[i][0], eps[i][1]] for i in sorted(held)],
                   wall_s=round(time.perf_counter() - t0, 1), config=dict(vars(cfg)))
     (out / "judge_report.json").write_text(json.dumps(report, indent=2, default=float))
