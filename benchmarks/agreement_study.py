@@ -52,6 +52,10 @@ class StudyArgs:
     """Which of the ``random`` / ``zero`` policies to include. To spread a study over processes, give each a
     subset of the policies (``--noise-levels``, ``--baselines``, ``--worldvla``; empty lists allowed) and the
     same ``--out``: the runner's JSONL appends are safe across processes and finished episodes are skipped."""
+    imagined_backend: str = "batched"
+    """Runner backend of the imagined side: ``batched`` (all trials of a policy in lockstep, one world-model
+    call per step) or ``sync``; the records are identical for greedy world models."""
+    num_envs: int = 16
     tiny: bool = False
     """Smoke path: task 0, 2 trials, 20 steps, 64 px, a tiny random world model."""
 
@@ -95,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.imagined:
             continue
         imag_factory = functools.partial(_replay_factory, records_path=str(episodes), policy=name) if privileged else factory
-        evaluate(imag_factory, EvalConfig(env="imagined", policy_name=name, imagined_env_kwargs=imagined_kwargs, **common))
+        evaluate(imag_factory, EvalConfig(env="imagined", policy_name=name, imagined_env_kwargs=imagined_kwargs,
+                                          backend=args.imagined_backend, num_envs=args.num_envs, **common))
     report = agreement_from_records(read_records(episodes))
     (args.out / "agreement.json").write_text(json.dumps(report, indent=2) + "\n")
     table = format_table(report)

@@ -4,6 +4,7 @@ Example::
 
     wvla-gym eval --policy scripted --suite libero_object --tasks 0,1 --trials 50 --env real --out results/
     wvla-gym eval --policy worldvla --checkpoint ckpt/ --env both --video --backend vector --num-envs 4
+    wvla-gym eval --policy random --world-model ckpt/ --env imagined --backend batched --num-envs 16
 
 Re-running the same command resumes: finished episodes are skipped, errored ones retried.
 """
@@ -49,8 +50,12 @@ class EvalArgs:
     """Override the suite step limit (quick looks only; results are then not protocol numbers)."""
     noise_std: float = 0.0
     """Gaussian action noise of the scripted expert."""
-    backend: Literal["sync", "vector", "ray"] = "sync"
+    backend: Literal["sync", "vector", "ray", "batched"] = "sync"
+    """sync: one env, episodes one after another. vector: --num-envs worker processes. ray: --num-envs Ray
+    actors. batched (--env imagined only): --num-envs imagined episodes of a task stepped together, one
+    batched world-model call per step (same records as sync, several times the throughput on CPU)."""
     num_envs: int = 1
+    """Workers for vector/ray; batch width for batched (1, the default, means 16 there)."""
     ray_address: str | None = None
     video: bool = False
     retry_errors: bool = True

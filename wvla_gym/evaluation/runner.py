@@ -19,6 +19,16 @@ Backends:
   pickled (cloudpickle) into each worker and gets the real env there.
 * ``ray``: one Ray actor per worker; each episode is one actor task that returns its record to this process,
   which writes the same results layout. See :mod:`wvla_gym.evaluation.ray_backend`.
+* ``batched`` (``env="imagined"`` only): the imagined episodes run in lockstep on ONE imagined vector env per
+  task (``gym.make_vec(imagined_env_id, vectorization_mode="vector_entry_point")``), so each step is one
+  batched world-model call and one batched judge call for all running episodes; a slot whose episode ends
+  is refilled with the task's next pending episode. ``num_envs`` is the batch width (the default 1 means
+  16), capped by the task's pending episodes. One policy per slot, built with ``policy_factory(sub_env)``
+  (the slot's real ``ImaginedEnv``). Records equal the sync backend's (bit-identical with greedy decoding);
+  a policy error ends only its own episode. See :mod:`wvla_gym.evaluation.batched`.
+
+Every backend writes the same records, so results resume across backends and ``wvla-gym agreement`` reads
+them all alike.
 """
 
 from __future__ import annotations
@@ -51,7 +61,7 @@ logger = logging.getLogger(__name__)
 
 EnvKind = Literal["real", "imagined"]
 ENV_CHOICES = ("real", "imagined", "both")
-BACKENDS = ("sync", "vector", "ray")
+BACKENDS = ("sync", "vector", "ray", "batched")
 REAL_ENV_ID = "WorldVLA-LIBERO-v0"
 IMAGINED_ENV_ID = "WorldVLA-Imagined-v0"
 
@@ -75,14 +85,15 @@ class EvalConfig:
     num_steps_wait: int = NUM_STEPS_WAIT
     #: Override of the suite's step limit (tests, quick looks); ``None`` = protocol limit.
     max_episode_steps: int | None = None
-    backend: Literal["sync", "vector", "ray"] = "sync"
+    backend: Literal["sync", "vector", "ray", "batched"] = "sync"
+    #: Workers (``vector``/``ray``) or batch width (``batched``; 1 = 16 there).
     num_envs: int = 1
     vector_context: Literal["forkserver", "spawn"] = "forkserver"
     policy_in_workers: bool = False
     ray_address: str | None = None
     video: bool = False
     video_fps: int = 30
-    #: Store each episode's actions in its record, to replay them in the other env kind (sync and ray backends).
+    #: Store each episode's actions in its record, to replay them in the other env kind (sync, batched, ray).
     record_actions: bool = False
     #: Re-run episodes whose last record is an error (finished, error-free episodes are always skipped).
     retry_errors: bool = True
@@ -107,6 +118,11 @@ class EvalConfig:
             raise ValueError(f"env={self.env!r}; expected one of {ENV_CHOICES}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend={self.backend!r}; expected one of {BACKENDS}")
+        if self.backend == "batched" and self.env != "imagined":
+            raise ValueError(
+                f"backend='batched' runs imagined episodes only (one batched world-model call per step), but "
+                f"env={self.env!r}; use env='imagined', or backend 'sync'/'vector'/'ray' for real or paired episodes"
+            )
         if isinstance(self.num_envs, bool) or not isinstance(self.num_envs, int) or self.num_envs < 1:
             raise ValueError(f"num_envs={self.num_envs!r}; expected an int >= 1")
         if self.vector_context not in ("forkserver", "spawn"):
@@ -117,7 +133,8 @@ class EvalConfig:
             isinstance(self.max_episode_steps, bool) or not isinstance(self.max_episode_steps, int) or self.max_episode_steps < 1
         ):
             raise ValueError(f"max_episode_steps={self.max_episode_steps!r}; expected None or an int >= 1")
-        if self.backend != "sync" and self.num_envs > 1 or self.backend == "ray":
+        # batched runs in this process, so live objects (a loaded runtime, a judge) are fine there.
+        if self.backend == "vector" and self.num_envs > 1 or self.backend == "ray":
             live = [k for k, v in {**self.real_env_kwargs, **self.imagined_env_kwargs}.items()
                     if not isinstance(v, (str, int, float, bool, type(None), os.PathLike))]
             if live:
@@ -403,6 +420,10 @@ def evaluate(policy_factory: PolicyFactory, config: EvalConfig) -> dict[str, Any
                 from wvla_gym.evaluation.ray_backend import run_ray
 
                 run_ray(policy_factory, config, jobs, sink, step_cap)
+            elif config.backend == "batched":
+                from wvla_gym.evaluation.batched import run_batched
+
+                run_batched(policy_factory, config, jobs, sink, step_cap)
             elif config.backend == "vector" and config.num_envs > 1:
                 from wvla_gym.evaluation.vector import run_vector
 
