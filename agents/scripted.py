@@ -302,7 +302,7 @@ class ScriptedLiberoExpert:
             stalled = t >= _MIN_CLOSE_STEPS and abs(p.get("width", width) - width) < _STALLED
             p["width"] = width
             if stalled or t >= _CLOSE_STEPS:
-                if self._gripper_width() < _GRIPPER_EMPTY and p["tries"] + 1 < _MAX_GRASP_TRIES:
+                if width < _GRIPPER_EMPTY and p["tries"] + 1 < _MAX_GRASP_TRIES:
                     p["tries"] += 1
                     self._enter("regrasp")
                 else:

@@ -279,7 +279,7 @@ class Recorder:
         }
 
     @staticmethod
-    def _task_summary(slots: dict[int, dict[str, Any]], n_init: int) -> dict[str, Any]:
+    def _task_summary(slots: dict[int, dict[str, Any]]) -> dict[str, Any]:
         """Counts and expert success rates from per-slot attempt logs."""
         first = [s["attempts"][0] for s in slots.values() if s["attempts"]]
         first = [a for a in first if not a["perturbed"]]
@@ -384,22 +384,22 @@ class Recorder:
                     continue
                 slots[slot] = self._record_slot(env, task_id, slot, n_init, staging)
                 bar.update(1)
-                self._write_manifest(manifest, task_id, task_name, instruction, slots, n_init, complete=False)
+                self._write_manifest(manifest, task_id, task_name, instruction, slots, complete=False)
             self._assemble(task_name, staging, file_attrs)
-            self._write_manifest(manifest, task_id, task_name, instruction, slots, n_init, complete=True)
+            self._write_manifest(manifest, task_id, task_name, instruction, slots, complete=True)
             shutil.rmtree(staging, ignore_errors=True)
             with contextlib.suppress(OSError):
                 staging.parent.rmdir()  # only succeeds once every task is assembled
         finally:
             env.close()
 
-    def _write_manifest(self, manifest, task_id, task_name, instruction, slots, n_init, *, complete: bool) -> None:
+    def _write_manifest(self, manifest, task_id, task_name, instruction, slots, *, complete: bool) -> None:
         manifest["tasks"][str(task_id)] = {
             "task_name": task_name,
             "instruction": instruction,
             "file": self.final_path(task_name).name,
             "complete": complete,
-            **self._task_summary(slots, n_init),
+            **self._task_summary(slots),
         }
         manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         _atomic_json(self.manifest_path, manifest)

@@ -45,6 +45,31 @@ def worldvla_loss(
     return loss
 
 
+def worldvla_loss_terms(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    loss_weights: torch.Tensor,
+    z_loss_weight: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`worldvla_loss` as ``(numerators, denominators)``: the loss is ``(numerators / denominators).sum()``.
+
+    Numerators are the batch's *sums* (weighted CE, and ``z_loss_weight`` x logsumexp²), denominators the
+    weight / target counts they are averaged over (no gradient). A data-parallel caller all-reduces the
+    denominators so that every shard is normalised by the global batch, which a mean of per-shard means is not.
+    Equal to ``worldvla_loss`` up to float rounding (that one keeps PyTorch's fused mean).
+    """
+    logits = logits[:, :-1].float()
+    target = labels[:, 1:].to(logits.device).reshape(-1)
+    flat = logits.reshape(-1, logits.shape[-1])
+    nums = [F.cross_entropy(flat, target, weight=loss_weights, ignore_index=IGNORE_INDEX, reduction="sum")]
+    dens = [loss_weights[target[target != IGNORE_INDEX]].sum()]
+    if z_loss_weight:
+        valid = target >= 0
+        nums.append(z_loss_weight * torch.logsumexp(flat[valid], dim=-1).pow(2).sum())
+        dens.append(valid.sum().to(flat.dtype))
+    return torch.stack(nums), torch.stack(dens).detach()
+
+
 class WorldVLAForConditionalGeneration(ChameleonForConditionalGeneration):
     config: WorldVLAConfig
 

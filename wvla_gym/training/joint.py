@@ -42,7 +42,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from wvla_gym.data.split import split_files
@@ -50,7 +49,7 @@ from wvla_gym.data.tokens import token_samples
 from wvla_gym.model.configuration_worldvla import WorldVLAConfig
 from wvla_gym.model.image_tokenizer import ImageTokenizer
 from wvla_gym.model.loading import save_pretrained
-from wvla_gym.model.modeling_worldvla import WorldVLAForConditionalGeneration
+from wvla_gym.model.modeling_worldvla import WorldVLAForConditionalGeneration, worldvla_loss_terms
 from wvla_gym.model.processing_worldvla import (
     IGNORE_INDEX,
     ByteTextTokenizer,
@@ -274,26 +273,14 @@ def _ddp_loss(logits: torch.Tensor, labels: torch.Tensor, loss_weights: torch.Te
               world_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``worldvla_loss`` of the *global* batch, as this rank's share; returns ``(loss to backward, global loss)``.
 
-    ``worldvla_loss`` is a weighted mean: sum_i w_i CE_i / sum_i w_i over the batch's targets (w = α on image
-    targets, 1 elsewhere), plus ``z_loss_weight`` x the mean of logsumexp² over its targets. The shards hold
-    different numbers of targets (action vs world samples), so a mean of per-rank means is not the full-batch
-    loss. Each rank instead divides its *sums* by the all-reduced global denominators and multiplies by
+    The shards hold different numbers of targets (action vs world samples), so each rank divides its loss
+    *sums* by the all-reduced global denominators (:func:`worldvla_loss_terms`) and multiplies by
     ``world_size``, which DDP's gradient averaging divides out again: the averaged gradient is exactly the
     gradient of the full-batch loss (the denominators do not depend on the parameters).
     """
-    logits = logits[:, :-1].float()
-    target = labels[:, 1:].to(logits.device).reshape(-1)
-    flat = logits.reshape(-1, logits.shape[-1])
-    ce_sum = F.cross_entropy(flat, target, weight=loss_weights, ignore_index=IGNORE_INDEX, reduction="sum")
-    valid = target >= 0
-    sums = [ce_sum]
-    dens = [loss_weights[target[target != IGNORE_INDEX]].sum()]
-    if z_loss_weight:
-        sums.append(z_loss_weight * torch.logsumexp(flat[valid], dim=-1).pow(2).sum())
-        dens.append(valid.sum().to(flat.dtype))
-    den = torch.stack(dens).detach()
-    dist.all_reduce(den)
-    share = sum(n / c for n, c in zip(sums, den, strict=True))
+    nums, dens = worldvla_loss_terms(logits, labels, loss_weights, z_loss_weight)
+    dist.all_reduce(dens)
+    share = (nums / dens).sum()
     return share * world_size, share.detach()
 
 

@@ -24,9 +24,10 @@ import numpy as np
 import torch
 
 from wvla_gym.judge import train_classifier_judge
+from wvla_gym.protocol import DUMMY_ACTION
 
 from .config import JudgeTrainConfig
-from .data import load_frames
+from .data import load_frames, resize_uint8
 
 
 def label_episode(n: int, success: bool, positive_last: int, negative_gap: int) -> tuple[np.ndarray, np.ndarray]:
@@ -63,8 +64,6 @@ def imagined_replays(checkpoint: str, episodes: list[tuple[str, str, np.ndarray]
 
     from wvla_gym.runtime import WorldVLARuntime
 
-    from .data import resize_uint8
-
     rt = WorldVLARuntime.from_pretrained(checkpoint)
     r = int(rt.resolution)
     out: list[np.ndarray] = []
@@ -72,12 +71,10 @@ def imagined_replays(checkpoint: str, episodes: list[tuple[str, str, np.ndarray]
         chunk = episodes[b0 : b0 + batch_size]
         acts = [_episode_actions(p, d) for p, d, _ in chunk]
         cur = np.stack([resize_uint8(frames[:1], r)[0] for _, _, frames in chunk])
-        hold = np.zeros(7)
-        hold[6] = -1.0  # LIBERO's dummy action: no motion, gripper open
         steps = max(len(a) for a in acts)
         frames_out = np.zeros((len(chunk), steps, r, r, 3), np.uint8)
         for t in tqdm(range(steps), desc=f"imagine replays {b0}-{b0 + len(chunk)}", disable=not progress):
-            a = np.stack([x[t] if t < len(x) else hold for x in acts])
+            a = np.stack([x[t] if t < len(x) else DUMMY_ACTION for x in acts])
             cur = rt.imagine(cur, a)
             frames_out[:, t] = cur
         out.extend(frames_out[i, : len(acts[i])] for i in range(len(chunk)))
@@ -103,10 +100,7 @@ def train_judge(cfg: JudgeTrainConfig) -> dict[str, Any]:
         xs.append(frames[idx])
         ys.append(y)
         if imag is not None:
-            if imag.shape[1:3] != frames.shape[1:3]:
-                from .data import resize_uint8
-
-                imag = resize_uint8(imag, frames.shape[1])
+            imag = resize_uint8(imag, frames.shape[1])  # identity when the sizes match
             xs, ys = parts["heldout_imagined" if i in held else "train"]
             xs.append(imag[idx])
             ys.append(y)
