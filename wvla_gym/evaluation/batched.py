@@ -37,14 +37,13 @@ from __future__ import annotations
 
 import logging
 import time
-import traceback
 from collections import deque
 from typing import Any
 
 import numpy as np
 
 from wvla_gym.evaluation.policies import PolicyFactory, check_policy, reset_policy
-from wvla_gym.evaluation.runner import EpisodeJob, EvalConfig, _base_record, env_spec_for
+from wvla_gym.evaluation.runner import EpisodeJob, EvalConfig, _base_record, _error_fields, env_spec_for
 from wvla_gym.protocol import DUMMY_ACTION, SUITE_MAX_STEPS, check_action
 
 logger = logging.getLogger(__name__)
@@ -120,9 +119,7 @@ class _TaskRunner:
         self.slots[i] = None
         rec = ep.rec
         if exc is not None:
-            rec["error"] = f"{type(exc).__name__}: {exc}"
-            rec["traceback"] = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-            rec["success"] = False
+            rec.update(_error_fields(exc), success=False)
             self.policies[i] = None  # rebuilt for the next episode: its state may be corrupt
         rec["wall_time_s"] = round(time.perf_counter() - ep.t0, 4)
         if ep.actions is not None:
@@ -222,10 +219,9 @@ def _info(infos: dict[str, Any], key: str, i: int) -> Any:
 
 
 def _record_all(jobs: list[EpisodeJob], config: EvalConfig, exc: BaseException, sink) -> None:
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     for job in jobs:
         rec = _base_record(job, config.policy_name)
-        rec.update(error=f"{type(exc).__name__}: {exc}", traceback=tb)
+        rec.update(_error_fields(exc))
         sink(rec, [])
 
 

@@ -242,7 +242,9 @@ def _base_record(job: EpisodeJob, policy_name: str) -> dict[str, Any]:
 
 
 def _error_fields(exc: BaseException) -> dict[str, str]:
-    return {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+    """A record's ``error`` and ``traceback`` (from the exception itself, so it also works outside ``except``)."""
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return {"error": f"{type(exc).__name__}: {exc}", "traceback": tb}
 
 
 def run_episode(env: Any, policy: Any, job: EpisodeJob, policy_name: str, *, record_frames: bool = False,
