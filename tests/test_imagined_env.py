@@ -10,7 +10,7 @@ import pytest
 from gymnasium.vector import AutoresetMode
 
 import wvla_gym  # noqa: F401  (registers the ids)
-from envs.imagined import ImaginedEnv, ImaginedVectorEnv, init_frame_path
+from envs.imagined import ImaginedEnv, ImaginedVectorEnv, init_frame_cache_key, init_frame_path
 from wvla_gym.judge import CallableJudge
 from wvla_gym.model.tiny import make_tiny_checkpoint
 from wvla_gym.runtime import WorldVLARuntime
@@ -155,7 +155,8 @@ def test_unpredicted_keys_are_filled_consistently_and_reported(runtime):
 def test_init_state_start_is_read_from_the_cache(runtime, tmp_path, monkeypatch):
     monkeypatch.setenv("WVLA_GYM_CACHE", str(tmp_path))
     path = init_frame_path("libero_object", 0, RES, 4)
-    assert path == tmp_path / "init_frames" / "libero_object" / "0" / str(RES) / "4.npz"
+    assert path == tmp_path / "init_frames" / "libero_object" / "0" / str(RES) / init_frame_cache_key() / "4.npz"
+    assert init_frame_cache_key().startswith("settle10-seed0-")
     path.parent.mkdir(parents=True)
     img = np.random.default_rng(1).integers(0, 256, (RES, RES, 3), dtype=np.uint8)
     np.savez(path, image=img, wrist_image=img[::-1], state=np.ones(8, np.float32))
@@ -165,6 +166,60 @@ def test_init_state_start_is_read_from_the_cache(runtime, tmp_path, monkeypatch)
     np.testing.assert_array_equal(obs["wrist_image"], img[::-1])
     assert info["init_state_id"] == 4 and info["start_source"] == "init_state"
     assert info["unpredicted_keys"] == {"wrist_image": "carried", "state": "carried"}
+
+
+def test_seeded_reset_restarts_the_init_state_cycle_like_the_real_env(runtime, tmp_path, monkeypatch):
+    monkeypatch.setenv("WVLA_GYM_CACHE", str(tmp_path))
+    rng = np.random.default_rng(5)
+    imgs = rng.integers(0, 256, (3, RES, RES, 3), dtype=np.uint8)
+    for k in range(3):  # what real LIBERO would have rendered for init states 0..2
+        path = init_frame_path("libero_object", 0, RES, k)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, image=imgs[k], wrist_image=imgs[k], state=np.full(8, k, np.float32))
+    env = make_env(runtime, None)
+    starts = []
+    for seed in (123, None, None, 123, 7):
+        obs, info = env.reset(seed=seed)
+        starts.append(info["init_state_id"])
+        np.testing.assert_array_equal(obs["image"], imgs[info["init_state_id"]])
+    # seeded resets start the cycle at 0 (whatever came before), unseeded ones continue it
+    assert starts == [0, 1, 2, 0, 0]
+    a = actions(2)
+    first = rollout(env, a, seed=123)
+    env.reset()  # disturb the cycle and the generator
+    second = rollout(env, a, seed=123)
+    for (oa, *ra), (ob, *rb) in zip(first, second, strict=True):
+        assert ra == rb
+        np.testing.assert_array_equal(oa["image"], ob["image"])
+
+
+@pytest.mark.libero
+def test_default_env_passes_gymnasium_and_sb3_checkers(tmp_path_factory, monkeypatch):
+    """gym.make("WorldVLA-Imagined-v0") with no arguments: embedded default model, init frames from LIBERO."""
+    from gymnasium.utils.env_checker import check_env
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    from envs.init_frames import render_init_frames
+    from envs.sb3 import SB3Compat
+
+    monkeypatch.setenv("WVLA_GYM_CACHE", str(tmp_path_factory.mktemp("default_cache")))
+    env = gym.make("WorldVLA-Imagined-v0")
+    assert env.unwrapped.resolution == 64 and env.unwrapped.task_suite == "libero_object"
+    # Render the init states the checkers visit first: importing LIBERO warns (outside the checkers' scope).
+    render_init_frames("libero_object", 0, 64, range(4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any checker complaint other than the known, documented one fails
+        warnings.filterwarnings("ignore", category=DeprecationWarning)  # third-party import-time notices
+        warnings.filterwarnings("ignore", message=".*(infinity|too low|too high).*")  # unbounded state, like real
+        warnings.filterwarnings("ignore", message=".*minimal resolution.*")  # 64 px model
+        check_env(env.unwrapped)
+        sb3_check_env(SB3Compat(env.unwrapped))
+    o1, _ = env.reset(seed=123)
+    env.reset()
+    o2, _ = env.reset(seed=123)
+    for k in o1:
+        np.testing.assert_array_equal(o1[k], o2[k])
+    env.close()
 
 
 @pytest.mark.libero
@@ -469,7 +524,8 @@ def test_sb3_vec_env_adapter_autoresets_like_sb3(runtime, frames):
 
 
 def test_init_frames_from_npz_and_libero_hdf5(runtime, tmp_path):
-    h5py = pytest.importorskip("h5py")
+    import h5py
+
     rng = np.random.default_rng(3)
     raw = rng.integers(0, 256, (2, 5, RES, RES, 3), dtype=np.uint8)  # 2 demos x 5 steps, unrotated like LIBERO
     with h5py.File(tmp_path / "demo.hdf5", "w") as f:
@@ -485,6 +541,15 @@ def test_init_frames_from_npz_and_libero_hdf5(runtime, tmp_path):
     np.testing.assert_array_equal(obs["wrist_image"], raw[1, 0, ::-1][::-1, ::-1])
     np.testing.assert_array_equal(obs["state"], [1] * 6 + [11] * 2)
     assert info["unpredicted_keys"] == {"wrist_image": "carried", "state": "carried"}
+    # our layout (images_rotated_180): the stored frames are already the env's, taken as they are
+    with h5py.File(tmp_path / "ours.hdf5", "w") as f:
+        f.create_group("data").attrs["images_rotated_180"] = True
+        for d in range(2):
+            f.create_group(f"data/demo_{d}/obs")["agentview_rgb"] = raw[d]
+    env = make_env(runtime, str(tmp_path / "ours.hdf5"))
+    obs, info = env.reset(seed=0, options={"frame_id": 1})
+    np.testing.assert_array_equal(obs["image"], raw[1, 0])
+    assert info["unpredicted_keys"] == {"wrist_image": "zeros", "state": "zeros"}
     np.savez(tmp_path / "f.npz", image=raw[0], state=np.zeros((5, 8), np.float32))
     env = make_env(runtime, tmp_path / "f.npz")
     assert len(env.init_frames["image"]) == 5 and "wrist_image" not in env.init_frames

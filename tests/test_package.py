@@ -27,7 +27,8 @@ def test_registration_entry_points():
     spec = gym.spec("WorldVLA-LIBERO-v0")
     assert spec.entry_point == "envs.libero:LiberoEnv"
     im = gym.spec("WorldVLA-Imagined-v0")
-    assert im.vector_entry_point == "envs.imagined:ImaginedVectorEnv"
+    assert im.entry_point == "envs.imagined:ImaginedEnv"
+    assert im.vector_entry_point == "envs.imagined_vector:ImaginedVectorEnv"
 
 
 def test_module_prefixed_id_imports_package():

@@ -25,14 +25,14 @@ if "WorldVLA-Imagined-v0" not in registry:
     register(
         id="WorldVLA-Imagined-v0",
         entry_point="envs.imagined:ImaginedEnv",
-        vector_entry_point="envs.imagined:ImaginedVectorEnv",
+        vector_entry_point="envs.imagined_vector:ImaginedVectorEnv",
     )
 
 # name -> module; resolved on first attribute access (LeRobot-style lazy optional imports).
 _LAZY: dict[str, str] = {
     "LiberoEnv": "envs.libero",
     "ImaginedEnv": "envs.imagined",
-    "ImaginedVectorEnv": "envs.imagined",
+    "ImaginedVectorEnv": "envs.imagined_vector",
     "WorldVLAAgent": "agents.worldvla",
     "ScriptedLiberoExpert": "agents.scripted",
     "WorldVLARuntime": "wvla_gym.runtime",

@@ -20,6 +20,7 @@ LPIPS and FVD are added when local weights are given (nothing is downloaded)::
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,8 +44,9 @@ class WmEvalArgs:
     """Start an open-loop rollout every N frames of each episode."""
     max_episodes: int | None = None
     image_key: str = "agentview_rgb"
-    rotate180: bool = False
-    """Set for LIBERO's original datasets (their frames are upside down)."""
+    rotate180: bool | None = None
+    """Force (True) or suppress (False) the 180° rotation on read; default: decided per file from its
+    images_rotated_180 attribute (official LIBERO files are rotated, ours are not)."""
     device: str = "cpu"
     lpips_weights: Path | None = None
     """LPIPS backbone: torchvision VGG16 weights (full vgg16 state_dict with features.N.* keys, e.g.
@@ -72,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         evaluate_open_loop,
         load_hdf5_episodes,
         require_feature_weights,
-        resize_frames,
     )
+    from wvla_gym.utils.images import resize_uint8
 
     args = tyro.cli(WmEvalArgs, args=argv, prog="wvla-gym wm-eval")
     want_lpips = args.lpips or args.lpips_weights is not None or args.lpips_linear is not None
@@ -103,9 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         episodes = []
         for p in args.data:
             for frames, actions in load_hdf5_episodes(p, args.image_key, args.rotate180, args.max_episodes):
-                episodes.append((resize_frames(frames, res), actions))
+                episodes.append((resize_uint8(frames, res), actions))
     except ValueError as e:
-        print(f"error: {e}")
+        print(f"error: {e}", file=sys.stderr)
         return 2
     report = evaluate_open_loop(
         episodes,

@@ -6,7 +6,8 @@
 * :class:`WorldModelWindowDataset` — world-model samples ``(frame_t, action_t, frame_{t+1})``.
 
 Frames always come out in the env's orientation (rotated 180° from the raw camera): files we recorded say so
-with ``data.attrs["images_rotated_180"]``; files without it (official LIBERO) are rotated on read.
+with ``data.attrs["images_rotated_180"]``; files without it (official LIBERO) are rotated on read. All reading
+goes through :class:`wvla_gym.data.hdf5.LiberoFile`.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from wvla_gym.data.hdf5 import ROTATED_ATTR, _h5py, demo_names, instruction_of
+from wvla_gym.data.hdf5 import VIEWS, LiberoFile
 
-VIEWS = {"agentview": "agentview_rgb", "wrist": "eye_in_hand_rgb"}
+__all__ = ["VIEWS", "ActionWindow", "ActionWindowDataset", "DemoIndex", "Source", "WorldModelWindowDataset",
+           "WorldWindow", "iter_windows"]
 
 Source = str | os.PathLike | tuple[str | os.PathLike, str]
 
@@ -68,44 +69,42 @@ def _expand_sources(sources: Source | Iterable[Source]) -> list[tuple[str, str |
     return out
 
 
-class _DemoIndex:
-    """Opens files lazily (one handle per file and process) and remembers per-demo lengths."""
+class DemoIndex:
+    """The demos of many files (one lazily opened :class:`LiberoFile` each) and their lengths.
 
-    def __init__(self, sources: Source | Iterable[Source], view: str, rotate: bool | None):
+    ``demos`` is ``[(file, demo, T)]`` in a stable order; ``instructions[file]`` and ``rotate[file]`` (whether
+    that file's frames are rotated on read) come from the files. ``rotate=None`` decides per file from its
+    ``images_rotated_180`` attribute; True/False forces the rotation.
+    """
+
+    def __init__(self, sources: Source | Iterable[Source], view: str = "agentview", rotate: bool | None = None):
         if view not in VIEWS:
             raise ValueError(f"view={view!r}; expected one of {sorted(VIEWS)}")
+        self.view = view
         self.view_key = VIEWS[view]
         self.rotate_override = rotate
-        h5py = _h5py()
         self.demos: list[tuple[str, str, int]] = []  # (file, demo, T)
         self.instructions: dict[str, str] = {}
         self.rotate: dict[str, bool] = {}
+        self._files: dict[str, LiberoFile] = {}
         for path, demo in _expand_sources(sources):
-            with h5py.File(path, "r") as f:
-                if "data" not in f:
-                    raise ValueError(f"{path} has no 'data' group; expected LIBERO's layout data/demo_i/...")
-                self.instructions[path] = instruction_of(f, path)
-                stored_rotated = bool(f["data"].attrs.get(ROTATED_ATTR, False))
-                self.rotate[path] = (not stored_rotated) if rotate is None else bool(rotate)
-                names = demo_names(f["data"]) if demo is None else [demo]
-                for n in names:
-                    if n not in f["data"]:
-                        raise ValueError(f"{path} has no demo {n!r}")
-                    self.demos.append((path, n, int(f["data"][n]["actions"].shape[0])))
-        self._files: dict[str, Any] = {}
+            with LiberoFile(path, rotate=rotate) as lf:
+                self.instructions[path] = lf.instruction
+                self.rotate[path] = lf.rotate
+                for n in lf.demos if demo is None else [demo]:
+                    self.demos.append((path, n, lf.num_steps(n)))
 
-    def file(self, path: str):
+    def file(self, path: str) -> LiberoFile:
         f = self._files.get(path)
         if f is None:
-            f = self._files[path] = _h5py().File(path, "r")
+            f = self._files[path] = LiberoFile(path, rotate=self.rotate[path])
         return f
 
     def frames(self, path: str, demo: str, lo: int, hi: int) -> np.ndarray:
-        x = self.file(path)["data"][demo]["obs"][self.view_key][lo:hi]
-        return np.ascontiguousarray(x[:, ::-1, ::-1]) if self.rotate[path] else x
+        return self.file(path).frames(demo, lo, hi, view=self.view)
 
     def actions(self, path: str, demo: str, lo: int, hi: int) -> np.ndarray:
-        return np.asarray(self.file(path)["data"][demo]["actions"][lo:hi], dtype=np.float32)
+        return self.file(path).actions(demo, lo, hi)
 
     def close(self) -> None:
         for f in self._files.values():
@@ -136,7 +135,7 @@ class ActionWindowDataset(Sequence[ActionWindow]):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name}={v!r}; expected an int >= 1")
         self.history, self.chunk = history, chunk
-        self.index = _DemoIndex(sources, view, rotate)
+        self.index = DemoIndex(sources, view, rotate)
         self._items = [(d, t) for d, (_, _, n) in enumerate(self.index.demos) for t in range(0, n - chunk + 1)]
 
     def __len__(self) -> int:
@@ -163,7 +162,7 @@ class WorldModelWindowDataset(Sequence[WorldWindow]):
     """World-model windows ``(frame_t, action_t, frame_{t+1})`` for every t < T - 1 of every demo."""
 
     def __init__(self, sources: Source | Iterable[Source], *, view: str = "agentview", rotate: bool | None = None) -> None:
-        self.index = _DemoIndex(sources, view, rotate)
+        self.index = DemoIndex(sources, view, rotate)
         self._items = [(d, t) for d, (_, _, n) in enumerate(self.index.demos) for t in range(n - 1)]
 
     def __len__(self) -> int:

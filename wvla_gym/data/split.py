@@ -52,9 +52,8 @@ def split_files(paths: Iterable[str], **kwargs) -> dict[str, list[tuple[str, str
     """
     from pathlib import Path
 
-    from wvla_gym.data.hdf5 import _h5py, demo_names
+    from wvla_gym.data.hdf5 import LiberoFile
 
-    h5py = _h5py()
     by_task: dict[str, list[str]] = {}
     path_of: dict[str, str] = {}
     for p in paths:
@@ -62,8 +61,8 @@ def split_files(paths: Iterable[str], **kwargs) -> dict[str, list[tuple[str, str
         task = p.name.removesuffix(".hdf5").removesuffix("_demo")
         if task in path_of:
             raise ValueError(f"paths holds two files for task {task!r}: {path_of[task]} and {p}")
-        with h5py.File(p, "r") as f:
-            by_task[task] = demo_names(f["data"])
+        with LiberoFile(p) as f:
+            by_task[task] = list(f.demos)
         path_of[task] = str(p)
     parts = split_trajectories(by_task, **kwargs)
     return {s: [(path_of[t], d) for t, d in items] for s, items in parts.items()}

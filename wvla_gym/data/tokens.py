@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from wvla_gym.data.dataset import Source, _DemoIndex
+from wvla_gym.data.dataset import DemoIndex, Source
 
 TASKS = ("action", "world")
 
@@ -80,7 +80,7 @@ def token_samples(
     for name, v in (("history", history), ("chunk", chunk)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name}={v!r}; expected an int >= 1")
-    index = _DemoIndex(sources, view, rotate)
+    index = DemoIndex(sources, view, rotate)
     try:
         for path, demo, n in index.demos:
             instruction = index.instructions[path]

@@ -1,6 +1,7 @@
 """Open-loop world-model metrics: replay recorded actions from a recorded start frame, compare frames.
 
-PSNR and SSIM are computed here (numpy/scipy-free SSIM: Gaussian window 11, σ = 1.5, K1 = 0.01, K2 = 0.03,
+PSNR is :func:`wvla_gym.utils.images.psnr` (identical frames give 100 dB, the cap), frames are resized with
+:func:`wvla_gym.utils.images.resize_uint8` (torch area, as in training). SSIM is computed here (numpy/scipy-free SSIM: Gaussian window 11, σ = 1.5, K1 = 0.01, K2 = 0.03,
 'valid' filtering as in Wang et al. 2004, mean over channels).
 
 LPIPS and FVD need pretrained feature networks, which this package never downloads; give local files:
@@ -35,13 +36,14 @@ h steps of compounding error, the quantity that matters for an imagined env.
 from __future__ import annotations
 
 import inspect
-import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from wvla_gym.utils.images import psnr
 
 if TYPE_CHECKING:
     import torch
@@ -54,13 +56,6 @@ def _pair_images(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if x.shape != y.shape or x.ndim != 3 or x.shape[-1] != 3:
         raise ValueError(f"images must both be (H, W, 3) of equal shape; got {x.shape} and {y.shape}")
     return x.astype(np.float64), y.astype(np.float64)
-
-
-def psnr(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> float:
-    """Peak signal-to-noise ratio in dB; identical images give +inf."""
-    x, y = _pair_images(a, b)
-    mse = float(np.mean((x - y) ** 2))
-    return math.inf if mse == 0 else 10.0 * math.log10(data_range**2 / mse)
 
 
 def gaussian_window(size: int = 11, sigma: float = 1.5) -> np.ndarray:
@@ -483,7 +478,7 @@ def evaluate_open_loop(
 
     ``every`` > 1 starts a rollout every ``every`` frames of each episode (more start states per episode).
     Returns ``{"horizon": [1..H], "psnr": [...], "ssim": [...], "n": [...]}`` (means over start states;
-    +inf PSNRs of identical frames are capped at 100 dB so that means stay finite).
+    identical frames score ``wvla_gym.utils.images.PSNR_IDENTICAL_DB`` = 100 dB, so means stay finite).
 
     With ``lpips`` (an :class:`LPIPS`), ``"lpips"`` holds the mean LPIPS per horizon as well. With
     ``fvd_features`` (e.g. :class:`I3DFeatures`), ``"fvd"`` is the FVD between the imagined clips (frames
@@ -517,7 +512,7 @@ def evaluate_open_loop(
             imagined = open_loop_rollout(imagine, frames[s], actions[s:], horizon)
             real = frames[s + 1 : s + 1 + len(imagined)]
             for h, img in enumerate(imagined):
-                sums["psnr"][h] += min(psnr(img, real[h]), 100.0)
+                sums["psnr"][h] += psnr(img, real[h])
                 sums["ssim"][h] += ssim(img, real[h])
                 sums["n"][h] += 1
             if lpips is not None:
@@ -546,37 +541,22 @@ def evaluate_open_loop(
     return out
 
 
-def load_hdf5_episodes(path: str | os.PathLike, image_key: str = "agentview_rgb", rotate180: bool = False,
+def load_hdf5_episodes(path: str | os.PathLike, image_key: str = "agentview_rgb", rotate180: bool | None = None,
                        max_episodes: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Episodes from a LIBERO-layout HDF5 (``data/demo_*/obs/<image_key>``, ``data/demo_*/actions``).
 
-    LIBERO's own datasets store upside-down frames (set ``rotate180``); our recorder stores them upright.
-    Frame t is the observation before action t, so the last action has no next frame and is dropped.
+    Read through :class:`wvla_gym.data.hdf5.LiberoFile`, so frames are in the env's orientation for our
+    files and official LIBERO files alike (decided by the file's ``images_rotated_180`` attribute);
+    ``rotate180`` True/False forces the rotation. Frame t is the observation before action t, so the last
+    action has no next frame and is dropped.
     """
-    import h5py
+    from wvla_gym.data.hdf5 import LiberoFile
 
     out = []
-    with h5py.File(path, "r") as f:
-        if "data" not in f:
-            raise ValueError(f"{path}: no 'data' group; expected LIBERO's HDF5 layout data/demo_*/{{obs,actions}}")
-        names = sorted(f["data"], key=lambda n: int(n.split("_")[-1]) if n.split("_")[-1].isdigit() else n)
-        for name in names[:max_episodes]:
-            g = f["data"][name]
-            if image_key not in g["obs"]:
-                raise ValueError(f"{path}:{name} has no obs/{image_key}; available: {sorted(g['obs'])}")
-            frames = np.asarray(g["obs"][image_key])
-            if rotate180:
-                frames = frames[:, ::-1, ::-1]
-            actions = np.asarray(g["actions"], dtype=np.float32)
+    with LiberoFile(path, rotate=rotate180) as f:
+        for name in f.demos[:max_episodes]:
+            frames = f.frames(name, view=image_key)
+            actions = f.actions(name)
             out.append((np.ascontiguousarray(frames), actions[: len(frames) - 1]))
     return out
 
-
-def resize_frames(frames: Sequence[np.ndarray] | np.ndarray, size: int) -> np.ndarray:
-    """Resize (N, H, W, 3) uint8 frames to (N, size, size, 3) with PIL bicubic (identity when equal)."""
-    frames = np.asarray(frames)
-    if frames.shape[1:3] == (size, size):
-        return frames
-    from PIL import Image
-
-    return np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.BICUBIC)) for f in frames])
