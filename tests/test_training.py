@@ -99,7 +99,7 @@ def test_model_trains_resumes_and_reloads(data_file, vq_dir, tmp_path, monkeypat
     with pytest.raises(KeyboardInterrupt):
         train_main(_model_args(data_file, vq_dir, resumed, 4))
     monkeypatch.setattr(joint, "_save_checkpoint", real_save)
-    assert torch.load(resumed / "ckpt" / "train_state.pt", weights_only=False)["step"] == 2
+    assert torch.load(resumed / "ckpt" / "train_state.pt", weights_only=True)["step"] == 2
     assert train_main(_model_args(data_file, vq_dir, resumed, 4)) == 0
 
     a, b = load_file(str(ref / "model" / "model.safetensors")), load_file(str(resumed / "model" / "model.safetensors"))

@@ -31,14 +31,15 @@ def _args(data_file: str, vq_dir: str, out: Path, *extra: str) -> list[str]:
     return tt._model_args(data_file, vq_dir, out, STEPS, *extra)
 
 
-def _torchrun(args: list[str], nproc: int = 2) -> subprocess.CompletedProcess:
+def _torchrun(args: list[str], nproc: int = 2, check: bool = True) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in DIST_VARS}
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
            "-m", "wvla_gym.cli.main", "train", *args]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300,
                        cwd=Path(__file__).resolve().parents[1])
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+    if check:
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
     return r
 
 
@@ -50,7 +51,7 @@ def test_two_processes_match_single_process(data_file, vq_dir, tmp_path, monkeyp
 
     # stop after the first checkpoint, then resume: both ranks must load the same checkpoint
     first = _torchrun(_args(data_file, vq_dir, ddp, "--stop-at", "2"))
-    assert torch.load(ddp / "ckpt" / "train_state.pt", weights_only=False)["step"] == 2
+    assert torch.load(ddp / "ckpt" / "train_state.pt", weights_only=True)["step"] == 2
     second = _torchrun(_args(data_file, vq_dir, ddp))
 
     a, b = load_file(str(single / "model" / "model.safetensors")), load_file(str(ddp / "model" / "model.safetensors"))
@@ -61,8 +62,8 @@ def test_two_processes_match_single_process(data_file, vq_dir, tmp_path, monkeyp
     assert all(torch.equal(ck[k], b[k]) for k in b)
 
     # one set of outputs: one log line per step (not one per rank), one summary line per launch
-    assert sorted(p.name for p in ddp.iterdir()) == ["ckpt", "model", "samples.pt", "train_log.jsonl",
-                                                     "train_report.json"]
+    assert sorted(p.name for p in ddp.iterdir()) == ["ckpt", "model", "run_identity.json", "samples.pt",
+                                                     "train_log.jsonl", "train_report.json"]
     recs = [json.loads(x) for x in (ddp / "train_log.jsonl").read_text().splitlines()]
     ref = [json.loads(x) for x in (single / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in recs] == [0, 1, 2, 3] and {r["world_size"] for r in recs} == {2}
@@ -73,6 +74,11 @@ def test_two_processes_match_single_process(data_file, vq_dir, tmp_path, monkeyp
     report = json.loads((ddp / "train_report.json").read_text())
     assert report["world_size"] == 2 and report["resumed_from"] == 2 and report["steps"] == STEPS
     assert json.loads((single / "train_report.json").read_text())["world_size"] == 1
+
+    # other settings are refused on every rank (rank 0 checks, the others hear of it instead of waiting)
+    refused = _torchrun(_args(data_file, vq_dir, ddp, "--lr", "0.002"), check=False)
+    assert "lr: 0.001 in the folder, 0.002 now" in refused.stdout
+    assert "rank 0 failed" in refused.stdout and refused.returncode != 0
 
     rt = WorldVLARuntime.from_pretrained(ddp / "model")
     frames = tt._episode(0)[0]

@@ -9,12 +9,19 @@ Examples (the commands that produced ``wvla_gym/assets/default`` are in its READ
         --vq runs/vq64 --out runs/model --device cuda   # data-parallel; --batch-size stays the global batch
     wvla-gym train judge --data data/obj64 --out runs/judge
     wvla-gym train package --model runs/model/model --judge runs/judge --vq runs/vq64 --out wvla_gym/assets/default
+
+Every stage checkpoints into its ``--out`` folder and rerunning the same command resumes it (a kill loses at
+most ``--checkpoint-every`` steps). ``run_identity.json`` there records the settings that change the result
+(the config minus ``--out``/``--log-every``/``--checkpoint-every``/``--progress``/``--stop-at``, the data files'
+hashes, the VQ's hash for ``model``, the world model's hash for ``judge --world-model``): a rerun with other
+settings stops with an error naming them; ``--restart`` deletes the folder's training outputs and starts over.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Annotated
 
 import tyro
@@ -52,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             report = train_judge(cfg)
             summary = {"heldout": report["heldout"], "out": cfg.out}
     except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}")
+        print(f"error: {e}", file=sys.stderr)
         return 2
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
         print(json.dumps(summary))

@@ -1,4 +1,11 @@
-"""Dataclass configs of the three training stages (``wvla-gym train vq|model|judge``)."""
+"""Dataclass configs of the three training stages (``wvla-gym train vq|model|judge``).
+
+Every stage records a run identity in its ``out`` folder (``run_identity.json``): every field below except
+``out``, ``log_every``, ``checkpoint_every``, ``progress``, ``stop_at`` and ``restart`` (they never change the
+result), plus the data files' content hashes (and the VQ's / world model's hash). ``steps`` / ``epochs`` set the
+learning-rate schedule, so they are part of it: extending a finished run is a new run (``--restart`` or a new
+folder). Rerunning the same command resumes from the last checkpoint; other settings are refused.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +30,9 @@ class VQTrainConfig:
     """one entry per level; its length sets the downsampling (len - 1 halvings)"""
     num_res_blocks: int = 1
     steps: int = 2000
+    """length of the learning-rate schedule"""
+    stop_at: int | None = None
+    """stop (checkpoint and write the VQ) after this many steps, keeping the schedule of ``steps``"""
     batch_size: int = 32
     lr: float = 1e-3
     heldout_episodes: int = 2
@@ -33,6 +43,12 @@ class VQTrainConfig:
     seed: int = 0
     threads: int = 1
     log_every: int = 50
+    checkpoint_every: int = 100
+    """a kill loses at most this many steps (rerun the same command to resume)"""
+    progress: bool = True
+    restart: bool = False
+    """delete this folder's outputs and start over (otherwise an existing run is resumed, and only with the
+    same settings: a folder made with other settings is refused)"""
 
 
 @dataclass
@@ -75,6 +91,9 @@ class ModelTrainConfig:
     progress: bool = True
     device: str = "cpu"
     """"cpu" or "cuda"; under torchrun (WORLD_SIZE > 1) "cuda" means cuda:LOCAL_RANK, one GPU per process"""
+    restart: bool = False
+    """delete this folder's outputs and start over (otherwise an existing run is resumed, and only with the
+    same settings: a folder made with other settings is refused)"""
 
 
 @dataclass
@@ -99,6 +118,16 @@ class JudgeTrainConfig:
     world_model: str | None = None
     """also train on this checkpoint's open-loop imagined replays of the same episodes (a judge for the
     imagined env must see the world model's rendering); held-out metrics are reported for both kinds"""
+    log_every: int = 10
+    """optimiser steps between lines of ``judge_log.jsonl``"""
+    checkpoint_every: int = 200
+    """optimiser steps between checkpoints: a kill loses at most this many (rerun the same command to resume)"""
+    stop_at: int | None = None
+    """stop (checkpoint and write the judge) after this many optimiser steps, keeping the schedule of ``epochs``"""
+    progress: bool = True
+    restart: bool = False
+    """delete this folder's outputs and start over (otherwise an existing run is resumed, and only with the
+    same settings: a folder made with other settings is refused)"""
 
 
 @dataclass

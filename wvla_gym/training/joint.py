@@ -2,14 +2,19 @@
 
 * Data: recorded LIBERO-layout demos -> WorldVLA token samples (:func:`wvla_gym.data.tokens.token_samples`):
   action samples (M frames -> K action blocks) and world samples (frame + action -> next frame), tokenized
-  once with the frozen VQ tokenizer and cached in ``<out>/samples.pt``.
+  once with the frozen VQ tokenizer and cached in ``<out>/samples.pt`` (written atomically, tensors only, keyed
+  by everything the tokens depend on: data hashes, demos, M, K, resolution, VQ hash, token layout, action range,
+  world-model prompt; a cache with another key is rebuilt).
 * Batches mix both kinds: ``world_weight`` world samples per action sample (0 = action-only, the ablation).
 * Loss: the model core's (CE with α on image-token targets, z-loss), with the action attention mask.
 * AdamW (β 0.9/0.95, wd 0.1 on matrices), linear warm-up then cosine decay, gradient clipping.
 * ``<out>/ckpt/`` holds the latest checkpoint in our ``save_pretrained`` format plus ``train_state.pt``
   (optimizer, scheduler, step); re-running the same command resumes from it. Batches depend only on
-  ``(seed, step)``, so a resumed run draws the same batches as an uninterrupted one.
-* ``<out>/train_log.jsonl``: one JSON line per ``log_every`` steps; ``<out>/model/``: the final model.
+  ``(seed, step)``, so a resumed run draws the same batches as an uninterrupted one. ``<out>/run_identity.json``
+  records the settings (config, data hashes, VQ hash): resuming with others (a new ``--lr``...) is refused,
+  ``--restart`` deletes the outputs and starts over. Only ``--stop-at`` may differ between invocations.
+* ``<out>/train_log.jsonl``: one JSON line per ``log_every`` steps, each step once (a resume drops the lines
+  after the checkpoint it redoes); ``<out>/model/``: the final model.
 
 Multi-GPU: the same command under torchrun trains data-parallel (``DistributedDataParallel``; NCCL with
 ``--device cuda``, one GPU per process, else gloo on CPU)::
@@ -32,7 +37,6 @@ import datetime
 import json
 import math
 import os
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -58,25 +62,35 @@ from wvla_gym.model.processing_worldvla import (
     pad_left,
     to_model_mask,
 )
+from wvla_gym.utils.images import resize_uint8
+from wvla_gym.utils.run_identity import atomic_write_text
 
+from .checkpoint import (
+    CKPT,
+    STATE,
+    atomic_torch_save,
+    claim_training_run,
+    config_identity,
+    data_identity,
+    expand_data,
+    latest_checkpoint,
+    safe_load,
+    save_checkpoint_dir,
+    truncate_log,
+)
 from .config import ModelTrainConfig
-from .data import resize_uint8
-from .vq import load_vq
+from .vq import load_vq, vq_digest
 
-CKPT = "ckpt"
-STATE = "train_state.pt"
 SAMPLES = "samples.pt"
 LOG = "train_log.jsonl"
+REPORT = "train_report.json"
+MODEL_OUTPUTS = (CKPT, SAMPLES, LOG, "model", REPORT)
+"""what ``--restart`` deletes (besides ``run_identity.json``, which it rewrites)"""
+SAMPLES_FORMAT = 2
 
 
 def expand_files(data: Sequence[str]) -> list[str]:
-    out: list[str] = []
-    for d in data:
-        p = Path(d)
-        out.extend(str(f) for f in sorted(p.glob("*.hdf5"))) if p.is_dir() else out.append(str(p))
-    if not out:
-        raise ValueError("no HDF5 files in --data")
-    return out
+    return expand_data(data)
 
 
 def select_sources(data: Sequence[str], split: str) -> list[tuple[str, str]]:
@@ -91,13 +105,12 @@ def select_sources(data: Sequence[str], split: str) -> list[tuple[str, str]]:
 
 def action_stats(sources: Sequence[tuple[str, str]]) -> tuple[list[float], list[float]]:
     """Per-dimension min / max of the training actions (the action tokenizer's normalisation range)."""
-    from wvla_gym.data.hdf5 import _h5py
+    from wvla_gym.data.hdf5 import LiberoFile
 
-    h5py = _h5py()
     acts = []
     for path, demo in sources:
-        with h5py.File(path, "r") as f:
-            acts.append(np.asarray(f["data"][demo]["actions"], dtype=np.float64))
+        with LiberoFile(path) as f:
+            acts.append(f.actions(demo, dtype=np.float64))
     a = np.concatenate(acts)
     lo, hi = a.min(0), a.max(0)
     narrow = hi - lo < 1e-3  # a constant dimension would divide by ~0
@@ -200,23 +213,69 @@ def _optimizer(model: WorldVLAForConditionalGeneration, cfg: ModelTrainConfig) -
 
 def _save_checkpoint(out: Path, model, opt, sched, step: int, cfg: ModelTrainConfig) -> None:
     """Write ``ckpt.tmp`` completely, then swap it in, so a kill never leaves a half-written ``ckpt``."""
-    tmp, final, old = out / f"{CKPT}.tmp", out / CKPT, out / f"{CKPT}.old"
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_pretrained(model, tmp)
-    torch.save({"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "config": _jsonable(cfg)}, tmp / STATE)
-    if final.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
+
+    def write(tmp: Path) -> None:
+        save_pretrained(model, tmp)
+        torch.save({"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "config": _jsonable(cfg)}, tmp / STATE)
+
+    save_checkpoint_dir(out, write)
 
 
 def _latest_checkpoint(out: Path) -> Path | None:
-    for name in (CKPT, f"{CKPT}.old"):  # .old survives only a kill between the two renames
-        if (out / name / STATE).exists():
-            return out / name
-    return None
+    return latest_checkpoint(out)
+
+
+def model_identity(cfg: ModelTrainConfig) -> dict[str, Any]:
+    """What a ``train model`` run's result depends on: the config (minus progress / logging fields and the VQ
+    path), the data files' hashes and the VQ's hashes."""
+    return {**config_identity(cfg, exclude={"vq"}), "data": data_identity(cfg.data), "vq_digest": vq_digest(cfg.vq)}
+
+
+def samples_key(model: WorldVLAForConditionalGeneration, sources: Sequence[tuple[str, str]], kinds: Sequence[str],
+                history: int, chunk: int, data: Any, vq: Any) -> str:
+    """Everything the cached token samples depend on, as one canonical JSON string."""
+    c = model.config
+    return json.dumps({"format": SAMPLES_FORMAT, "sources": [list(s) for s in sources], "data": data, "vq": vq,
+                       "kinds": list(kinds), "history": history, "chunk": chunk, "resolution": int(c.resolution),
+                       "layout": c.token_layout.to_dict(), "action_min": list(c.action_min),
+                       "action_max": list(c.action_max), "world_model_prompt": c.world_model_prompt},
+                      sort_keys=True, default=str)
+
+
+def _pack(seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    lengths = torch.tensor([len(x) for x in seqs], dtype=torch.int64)
+    flat = torch.tensor([t for x in seqs for t in x], dtype=torch.int64)
+    return flat, lengths
+
+
+def _unpack(flat: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
+    return [x.tolist() for x in torch.split(flat, lengths.tolist())] if len(lengths) else []
+
+
+def save_samples(path: Path, samples: dict[str, list[tuple[list[int], list[int]]]], key: str) -> None:
+    """Atomically write the samples as int64 tensors (loadable with ``weights_only=True``) with their key."""
+    blob: dict[str, Any] = {"key": key}
+    for kind, items in samples.items():
+        ids, lengths = _pack([s[0] for s in items])
+        labels, label_lengths = _pack([s[1] for s in items])
+        if not torch.equal(lengths, label_lengths):
+            raise ValueError(f"{kind} samples: input_ids and labels differ in length")
+        blob[kind] = {"input_ids": ids, "labels": labels, "lengths": lengths}
+    atomic_torch_save(blob, path)
+
+
+def load_samples(path: Path, key: str | None = None) -> dict[str, list[tuple[list[int], list[int]]]] | None:
+    """The samples in ``path`` (safe load), or ``None`` when ``key`` is given and differs from the stored one."""
+    blob = safe_load(path)
+    if not isinstance(blob, dict) or not isinstance(blob.get("key"), str):
+        if key is not None:
+            return None  # an older cache format: rebuild
+        raise ValueError(f"{path} is not a sample cache of this version; delete it or rerun with --restart")
+    if key is not None and blob["key"] != key:
+        return None
+    return {kind: list(zip(_unpack(v["input_ids"], v["lengths"]), _unpack(v["labels"], v["lengths"]), strict=True))
+            for kind, v in blob.items() if kind != "key"}
 
 
 def _jsonable(cfg: Any) -> dict[str, Any]:
@@ -311,28 +370,53 @@ def train_model(cfg: ModelTrainConfig) -> dict[str, Any]:
         dist.destroy_process_group()
 
 
+def _lead_first(d: DistInfo, fn):
+    """Run ``fn`` on rank 0 only; every rank returns its result or raises its error (no rank left waiting)."""
+    result, error = None, None
+    if d.rank == 0:
+        try:
+            result = fn()
+        except (ValueError, FileNotFoundError) as e:
+            error = e
+    if d.distributed:
+        box = [None if error is None else f"{type(error).__name__}: {error}"]
+        dist.broadcast_object_list(box, src=0)
+        if d.rank != 0 and box[0] is not None:
+            raise ValueError(f"rank 0 failed: {box[0]}")
+    if error is not None:
+        raise error
+    return result
+
+
 def _train(cfg: ModelTrainConfig, d: DistInfo, device: torch.device) -> dict[str, Any]:
     lead = d.rank == 0  # the only rank that writes
+    if cfg.checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every={cfg.checkpoint_every}; expected >= 1")
+    out = Path(cfg.out)
+    # rank 0 records / checks the run identity (and clears the folder for --restart) before anything is read
+    identity = _lead_first(d, lambda: model_identity(cfg))
+    _lead_first(d, lambda: claim_training_run(out, "train-model", identity, MODEL_OUTPUTS, restart=cfg.restart))
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     sources = select_sources(cfg.data, cfg.split)
     amin, amax = action_stats(sources)
     model = build_model(cfg, cfg.vq, amin, amax)
     kinds = ("action", "world") if cfg.world_weight > 0 else ("action",)
 
     cache = out / SAMPLES
-    samples = None
-    if lead:
-        if cache.exists():
-            samples = torch.load(cache, weights_only=False)
-        else:
-            samples = tokenize(model, sources, kinds, cfg.history, cfg.action_chunk)
-            torch.save(samples, cache)
-    _barrier(d)  # samples.pt is complete before the other ranks read it
+
+    def lead_samples():
+        key = samples_key(model, sources, kinds, cfg.history, cfg.action_chunk, identity["data"],
+                          identity["vq_digest"])
+        got = load_samples(cache, key) if cache.exists() else None
+        if got is None:  # no cache, or one made from other data / settings
+            got = tokenize(model, sources, kinds, cfg.history, cfg.action_chunk)
+            save_samples(cache, got, key)
+        return got
+
+    samples = _lead_first(d, lead_samples)  # samples.pt is complete before the other ranks read it
     if samples is None:
-        samples = torch.load(cache, weights_only=False)
+        samples = load_samples(cache)
 
     model.to(device)
     opt = _optimizer(model, cfg)
@@ -341,7 +425,7 @@ def _train(cfg: ModelTrainConfig, d: DistInfo, device: torch.device) -> dict[str
     ck = _latest_checkpoint(out)
     if ck is not None:  # every rank loads the same checkpoint
         model.load_state_dict(load_file(str(ck / "model.safetensors")))
-        state = torch.load(ck / STATE, weights_only=False, map_location=device)
+        state = safe_load(ck / STATE, map_location=device)
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         start = int(state["step"])
@@ -358,6 +442,8 @@ def _train(cfg: ModelTrainConfig, d: DistInfo, device: torch.device) -> dict[str
     from tqdm.auto import tqdm
 
     model.train()
+    if lead:
+        truncate_log(out / LOG, start)  # steps after the checkpoint are redone: log each step once
     log = open(out / LOG, "a", encoding="utf-8") if lead else None
     t0 = time.perf_counter()
     end = cfg.steps if cfg.stop_at is None else min(cfg.steps, cfg.stop_at)
@@ -404,6 +490,6 @@ def _train(cfg: ModelTrainConfig, d: DistInfo, device: torch.device) -> dict[str
               "world_size": d.world_size,
               "wall_s_this_run": round(time.perf_counter() - t0, 1), "config": _jsonable(cfg)}
     if lead:
-        (out / "train_report.json").write_text(json.dumps(report, indent=2))
+        atomic_write_text(out / REPORT, json.dumps(report, indent=2))
     _barrier(d)  # the outputs are complete when any rank returns
     return report

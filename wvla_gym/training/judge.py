@@ -11,6 +11,12 @@ labelled like recorded frame t. A judge trained on real frames only never fires 
 textures the VQ and a small world model blur (measured: 0 of 10 imagined expert replays judged successful),
 so a judge meant for ``WorldVLA-Imagined-v0`` must see the world model's own rendering. The report then
 gives held-out precision / recall on recorded and on imagined frames separately.
+
+Resumable: ``<out>/ckpt/`` (weights, optimiser, scheduler, shuffling / torch RNG states, step) is written every
+``checkpoint_every`` optimiser steps, and rerunning the same command continues from it to exactly the weights
+of an uninterrupted run (:func:`fit_judge` draws the same batches as
+:func:`wvla_gym.judge.train_classifier_judge`). ``run_identity.json`` records the config, the data files'
+hashes and the world model's hash; other settings are refused (``--restart`` starts over).
 """
 
 from __future__ import annotations
@@ -23,11 +29,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from wvla_gym.judge import train_classifier_judge
+from wvla_gym.judge import CONFIG_NAME, WEIGHTS_NAME, ClassifierJudge
 from wvla_gym.protocol import DUMMY_ACTION
+from wvla_gym.utils.images import resize_uint8
+from wvla_gym.utils.run_identity import atomic_write_text, path_digest
 
+from .checkpoint import (
+    CKPT,
+    STATE,
+    claim_training_run,
+    config_identity,
+    data_identity,
+    latest_checkpoint,
+    safe_load,
+    save_checkpoint_dir,
+    truncate_log,
+)
 from .config import JudgeTrainConfig
-from .data import load_frames, resize_uint8
+from .data import load_frames
 
 
 def label_episode(n: int, success: bool, positive_last: int, negative_gap: int) -> tuple[np.ndarray, np.ndarray]:
@@ -40,18 +59,17 @@ def label_episode(n: int, success: bool, positive_last: int, negative_gap: int) 
 
 
 def _episode_success(path: str, demo: str) -> bool:
-    from wvla_gym.data.hdf5 import _h5py
+    from wvla_gym.data.hdf5 import LiberoFile
 
-    with _h5py().File(path, "r") as f:
-        r = np.asarray(f["data"][demo]["rewards"])
-    return bool(len(r) and r[-1] > 0)
+    with LiberoFile(path) as f:
+        return f.success(demo)
 
 
 def _episode_actions(path: str, demo: str) -> np.ndarray:
-    from wvla_gym.data.hdf5 import _h5py
+    from wvla_gym.data.hdf5 import LiberoFile
 
-    with _h5py().File(path, "r") as f:
-        return np.asarray(f["data"][demo]["actions"], dtype=np.float64)
+    with LiberoFile(path) as f:
+        return f.actions(demo, dtype=np.float64)
 
 
 def imagined_replays(checkpoint: str, episodes: list[tuple[str, str, np.ndarray]], batch_size: int = 32,
@@ -81,9 +99,106 @@ def imagined_replays(checkpoint: str, episodes: list[tuple[str, str, np.ndarray]
     return out
 
 
+JUDGE_LOG = "judge_log.jsonl"
+JUDGE_REPORT = "judge_report.json"
+JUDGE_OUTPUTS = (CKPT, JUDGE_LOG, WEIGHTS_NAME, CONFIG_NAME, JUDGE_REPORT)
+"""what ``--restart`` deletes (besides ``run_identity.json``, which it rewrites)"""
+WEIGHT_DECAY = 1e-4
+CHANNELS = (16, 32, 64)
+
+
+def judge_identity(cfg: JudgeTrainConfig) -> dict[str, Any]:
+    """What a judge run's result depends on: the config (minus progress fields and the world-model path), the
+    data files' hashes and, with ``world_model``, the hash of that checkpoint folder."""
+    wm = cfg.world_model
+    wm_digest = None if not wm else path_digest(wm) if Path(wm).exists() else f"hub:{wm}"
+    return {**config_identity(cfg, exclude={"world_model"}), "data": data_identity(cfg.data),
+            "world_model_digest": wm_digest}
+
+
+def _save_judge_checkpoint(out: Path, judge: ClassifierJudge, opt, sched, step: int,
+                           epoch_rng: torch.Tensor) -> None:
+    def write(tmp: Path) -> None:
+        judge.save_pretrained(tmp)
+        torch.save({"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "epoch_rng": epoch_rng.clone(), "torch_rng": torch.get_rng_state()}, tmp / STATE)
+
+    save_checkpoint_dir(out, write)
+
+
+def fit_judge(x_all: np.ndarray, labels: np.ndarray, cfg: JudgeTrainConfig, out: Path) -> ClassifierJudge:
+    """:func:`wvla_gym.judge.train_classifier_judge` (same init, batches and schedule for ``cfg.seed``), with
+    atomic checkpoints in ``<out>/ckpt`` every ``checkpoint_every`` steps and resumption from the latest one.
+
+    The shuffling generator's state at the start of the current epoch is checkpointed, so a resumed run redraws
+    that epoch's order and skips the batches already done.
+    """
+    import torch.nn.functional as F
+    from tqdm.auto import tqdm
+
+    y_all = np.asarray(labels).astype(np.float32).reshape(-1)
+    g = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    judge = ClassifierJudge(input_size=cfg.input_size, channels=CHANNELS, threshold=cfg.threshold)
+    n_pos = float(y_all.sum())
+    pw = torch.tensor((len(y_all) - n_pos) / n_pos if n_pos > 0 else 1.0)
+    opt = torch.optim.AdamW(judge.parameters(), lr=cfg.lr, weight_decay=WEIGHT_DECAY)
+    per_epoch = -(-len(y_all) // cfg.batch_size)
+    total = cfg.epochs * per_epoch
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(total, 1))
+    start = 0
+    ck = latest_checkpoint(out)
+    if ck is not None:
+        judge.load_state_dict(ClassifierJudge.from_pretrained(ck).state_dict())
+        state = safe_load(ck / STATE)
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        g.set_state(state["epoch_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        start = int(state["step"])
+    truncate_log(out / JUDGE_LOG, start)  # steps after the checkpoint are redone: log each step once
+    end = total if cfg.stop_at is None else min(total, cfg.stop_at)
+    judge.train()
+    bar = tqdm(total=end, initial=start, desc="train judge", mininterval=5, disable=not cfg.progress)
+    step = start
+    with open(out / JUDGE_LOG, "a", encoding="utf-8") as log:
+        for epoch in range(start // per_epoch, cfg.epochs):
+            if step >= end:
+                break
+            epoch_rng = g.get_state()  # checkpointed: a resume redraws this epoch's order from it
+            order = torch.randperm(len(y_all), generator=g).numpy()
+            for b in range(step - epoch * per_epoch, per_epoch):
+                if step >= end:
+                    break
+                idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+                x = judge.preprocess(x_all[idx])
+                y = torch.from_numpy(y_all[idx])
+                loss = F.binary_cross_entropy_with_logits(judge(x), y, pos_weight=pw)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                if step % cfg.log_every == 0 or step == total - 1:
+                    log.write(json.dumps({"step": step, "epoch": epoch, "loss": round(loss.item(), 6),
+                                          "lr": sched.get_last_lr()[0]}) + "\n")
+                    log.flush()
+                step += 1
+                bar.update(1)
+                if step % cfg.checkpoint_every == 0 or step == end:
+                    # at an epoch's end the next epoch starts from the generator's current state
+                    _save_judge_checkpoint(out, judge, opt, sched, step,
+                                           g.get_state() if step % per_epoch == 0 else epoch_rng)
+    bar.close()
+    return judge.eval()
+
+
 def train_judge(cfg: JudgeTrainConfig) -> dict[str, Any]:
     if not cfg.data:
         raise ValueError("judge training needs --data (recorded LIBERO-layout HDF5 files or folders)")
+    if cfg.checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every={cfg.checkpoint_every}; expected >= 1")
+    out = Path(cfg.out)
+    claim_training_run(out, "train-judge", judge_identity(cfg), JUDGE_OUTPUTS, restart=cfg.restart)
     torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
     eps = load_frames(cfg.data)
@@ -107,9 +222,7 @@ def train_judge(cfg: JudgeTrainConfig) -> dict[str, Any]:
     x_tr, y_tr = np.concatenate(parts["train"][0]), np.concatenate(parts["train"][1])
     if y_tr.sum() == 0:
         raise ValueError("no successful episodes in the training part: the judge needs positives")
-    judge = train_classifier_judge(x_tr, y_tr, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                                   input_size=cfg.input_size, threshold=cfg.threshold, seed=cfg.seed)
-    out = Path(cfg.out)
+    judge = fit_judge(x_tr, y_tr, cfg, out)
     judge.save_pretrained(out)
     report: dict[str, Any] = {"train": judge.evaluate(x_tr, y_tr), "train_frames": int(len(y_tr)),
                               "train_positives": int(y_tr.sum())}
@@ -123,6 +236,6 @@ def train_judge(cfg: JudgeTrainConfig) -> dict[str, Any]:
         x_hi, y_hi = np.concatenate(parts["heldout_imagined"][0]), np.concatenate(parts["heldout_imagined"][1])
         report.update(heldout_imagined=judge.evaluate(x_hi, y_hi), heldout_imagined_frames=int(len(y_hi)))
     report.update(heldout_episodes=[[eps[i][0], eps[i][1]] for i in sorted(held)],
-                  wall_s=round(time.perf_counter() - t0, 1), config=dict(vars(cfg)))
-    (out / "judge_report.json").write_text(json.dumps(report, indent=2, default=float))
+                  wall_s_this_run=round(time.perf_counter() - t0, 1), config=dict(vars(cfg)))
+    atomic_write_text(out / JUDGE_REPORT, json.dumps(report, indent=2, default=float))
     return report

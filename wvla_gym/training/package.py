@@ -37,6 +37,10 @@ def package_model(cfg: PackageConfig) -> dict[str, Any]:
         shutil.copyfile(Path(cfg.vq) / "vq_config.json", records / "vq_config.json")
     if cfg.data_manifest:
         shutil.copyfile(cfg.data_manifest, records / "data_manifest.json")
+    # the run identities (settings + data / VQ / world-model hashes) of the stages, for the record
+    for stage, folder in (("model", src.parent), ("vq", cfg.vq), ("judge", cfg.judge)):
+        if folder and (Path(folder) / "run_identity.json").exists():
+            shutil.copyfile(Path(folder) / "run_identity.json", records / f"{stage}_run_identity.json")
     if cfg.judge:
         jd = out / "judge"
         jd.mkdir(exist_ok=True)
