@@ -32,7 +32,7 @@ def test_sb3_in_imagination_tiny(tmp_path):
 
 
 def test_rollout_imagined_tiny(tmp_path):
-    pytest.importorskip("agents.worldvla", reason="WorldVLAAgent (agents/worldvla.py) is not in this checkout yet")
+    import agents.worldvla  # noqa: F401  (our own module: a plain import, never a skip)
     video = tmp_path / "r.mp4"
     out = run_example("rollout_imagined.py", "--out", str(video))
     assert out["steps"] == 4 and out["start"] == "image" and out["success"] is False
@@ -42,7 +42,7 @@ def test_rollout_imagined_tiny(tmp_path):
 
 @pytest.mark.libero
 def test_side_by_side_tiny(tmp_path, monkeypatch):
-    pytest.importorskip("agents.worldvla", reason="WorldVLAAgent (agents/worldvla.py) is not in this checkout yet")
+    import agents.worldvla  # noqa: F401  (our own module: a plain import, never a skip)
     monkeypatch.setenv("WVLA_GYM_CACHE", str(tmp_path / "cache"))
     video = tmp_path / "s.mp4"
     out = run_example("side_by_side.py", "--out", str(video), timeout=600)

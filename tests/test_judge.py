@@ -74,6 +74,23 @@ def test_classifier_learns_a_separable_rule(trained):
     assert trained.evaluate(x, y, threshold=1.0)["recall"] == 0.0
 
 
+def test_classifier_probability_is_sigmoid_of_the_logit():
+    """Zero conv weights make every feature 0, so the logit is the head's bias: p = sigmoid(b), by hand."""
+    judge = ClassifierJudge(input_size=16, channels=(4,), threshold=0.5)
+    with torch.no_grad():
+        for p in judge.parameters():
+            p.zero_()
+        judge.net.head.bias.fill_(float(np.log(3.0)))  # sigmoid(log 3) = 3 / (1 + 3)
+    frames = np.random.default_rng(0).integers(0, 256, (3, 20, 20, 3), dtype=np.uint8)
+    np.testing.assert_allclose(judge.predict_proba(frames), [0.75, 0.75, 0.75], rtol=1e-6)
+    assert judge.score(frames, "") == pytest.approx(0.75)
+    with torch.no_grad():
+        judge.net.head.bias.fill_(float(np.log(1 / 4)))  # sigmoid(log 1/4) = 1/5
+    m = judge.evaluate(frames, [1, 0, 1], threshold=0.1)  # 0.2 >= 0.1: all positive -> tp 2, fp 1
+    assert (m["tp"], m["fp"], m["fn"], m["tn"]) == (2, 1, 0, 0)
+    assert (m["precision"], m["recall"], m["accuracy"]) == (pytest.approx(2 / 3), 1.0, pytest.approx(2 / 3))
+
+
 def test_classifier_scores_the_last_frame_and_batches(trained):
     x, y = _squares(4, seed=2)
     pos, neg = x[y == 1][0], x[y == 0][0]

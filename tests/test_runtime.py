@@ -59,13 +59,26 @@ def test_unconstrained_is_official_and_falls_back(rt):
     # a random model does not emit well-formed blocks: parallel detects it, re-decodes sequentially, and both
     # report the same malformed output
     hist = _frames(1, 1, seed=2)
-    with pytest.raises(MalformedActionOutput):
+    assert not getattr(rt.config, "constrain_actions", False)  # the tiny config leaves the default (None) off
+    with pytest.raises(MalformedActionOutput) as seq_err:
         rt.predict_action_chunk(hist, "go", decode="sequential", n_actions=2)
-    s = rt.last_tokens if hasattr(rt, "last_tokens") else None
-    with pytest.raises(MalformedActionOutput):
+    s = list(rt.last_tokens[0])
+    assert s
+    with pytest.raises(MalformedActionOutput) as par_err:
         rt.predict_action_chunk(hist, "go", decode="parallel", n_actions=2)
     assert rt.last_decode_info["fallback"] == [True]
-    del s
+    assert rt.last_tokens[0] == s  # the fallback re-decodes exactly the official sequential tokens
+    assert str(par_err.value) == str(seq_err.value)
+
+
+def test_constrain_actions_default_is_the_checkpoint_config(rt, monkeypatch):
+    hist = _frames(1, 2, seed=2)
+    forced = rt.predict_action_chunk(hist, "go", constrain_actions=True, n_actions=2)
+    monkeypatch.setattr(rt.config, "constrain_actions", True, raising=False)  # as packaged checkpoints set it
+    np.testing.assert_array_equal(rt.predict_action_chunk(hist, "go", n_actions=2), forced)
+    monkeypatch.setattr(rt.config, "constrain_actions", False)
+    with pytest.raises(MalformedActionOutput):  # the random model's own (malformed) output again
+        rt.predict_action_chunk(hist, "go", n_actions=2)
 
 
 def test_mask_row_matches_full_mask(rt):

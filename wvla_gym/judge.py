@@ -158,8 +158,16 @@ class ClassifierJudge(nn.Module):
         self, input_size: int = 64, channels: Sequence[int] = (16, 32, 64), threshold: float = 0.5
     ) -> None:
         super().__init__()
-        if not 0.0 <= threshold <= 1.0:
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.integer, np.floating)) or not (
+            0.0 <= threshold <= 1.0
+        ):
             raise ValueError(f"threshold={threshold!r}; expected a float in [0, 1]")
+        if isinstance(input_size, bool) or not isinstance(input_size, (int, np.integer)) or input_size < 4:
+            raise ValueError(f"input_size={input_size!r}; expected an int >= 4")
+        if isinstance(channels, (str, bytes)) or not isinstance(channels, (Sequence, np.ndarray)) or len(channels) == 0 or not all(
+            isinstance(c, (int, np.integer)) and not isinstance(c, bool) and c >= 1 for c in channels
+        ):
+            raise ValueError(f"channels={channels!r}; expected a non-empty list of positive ints")
         self.input_size = int(input_size)
         self.channels = [int(c) for c in channels]
         self.threshold = float(threshold)
@@ -221,16 +229,40 @@ class ClassifierJudge(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str = "cpu") -> ClassifierJudge:
+        """Load a saved judge; every defect (bad JSON, unknown or ill-typed fields, truncated/corrupt weights,
+        mismatched or non-finite tensors) raises ``ValueError`` naming the file at load, not at the first score."""
         from safetensors.torch import load_file
 
         p = Path(path)
-        if not (p / CONFIG_NAME).exists() or not (p / WEIGHTS_NAME).exists():
+        cfg_path, weights = p / CONFIG_NAME, p / WEIGHTS_NAME
+        if not cfg_path.exists() or not weights.exists():
             raise FileNotFoundError(f"{p} is not a saved ClassifierJudge (needs {CONFIG_NAME} and {WEIGHTS_NAME})")
-        cfg = json.loads((p / CONFIG_NAME).read_text())
+        try:
+            cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{cfg_path}: not valid JSON ({e})") from e
+        if not isinstance(cfg, dict):
+            raise ValueError(f"{cfg_path}: expected a JSON object, got a JSON {type(cfg).__name__}")
         if cfg.pop("judge_type", "classifier") != "classifier":
-            raise ValueError(f"{p} holds a judge of another type")
-        judge = cls(**cfg)
-        judge.load_state_dict(load_file(p / WEIGHTS_NAME, device="cpu"))
+            raise ValueError(f"{cfg_path}: holds a judge of another type")
+        unknown = sorted(set(cfg) - {"input_size", "channels", "threshold"})
+        if unknown:
+            raise ValueError(f"{cfg_path}: unknown fields {unknown}; expected input_size, channels, threshold")
+        try:
+            judge = cls(**cfg)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{cfg_path}: invalid judge config ({e})") from e
+        try:
+            sd = load_file(weights, device="cpu")
+        except Exception as e:  # SafetensorError / OSError: the rust error text does not name the file
+            raise ValueError(f"{weights}: not a readable safetensors file ({type(e).__name__}: {e})") from e
+        for k, v in sd.items():
+            if torch.is_floating_point(v) and not bool(torch.isfinite(v).all()):
+                raise ValueError(f"{weights}: tensor {k!r} holds NaN or inf values; the judge is corrupt")
+        try:
+            judge.load_state_dict(sd)
+        except RuntimeError as e:  # missing/unexpected keys, shape mismatches
+            raise ValueError(f"{weights}: weights do not match {cfg_path.name} ({e})") from e
         return judge.to(device).eval()
 
 

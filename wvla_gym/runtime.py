@@ -11,8 +11,19 @@ Action decoding (protocol §5-6):
   each token has in the sequential decode). It assumes the block structure ``[BOA a1..a7 EOA]``; without
   ``constrain_actions`` the result is verified against that assumption (every predicted structural token is
   checked) and any sequence that fails is re-decoded sequentially, so the tokens always equal the official ones.
-* ``constrain_actions=True`` (off by default, like the release) forces the block structure and restricts the
-  seven value slots to action ids, in both modes.
+* ``constrain_actions=True`` forces the block structure and restricts the seven value slots to action ids, in
+  both modes. The default (``None``) is the checkpoint's ``config.constrain_actions`` (absent = off, like the
+  release; our embedded default sets it).
+
+Inputs are checked before any model call: frames, actions (real numbers in [-1, 1], like the envs' action space),
+instructions (str) and the prompt length, which must fit ``config.max_position_embeddings`` together with the
+tokens to generate (positions past it are not an error in the model, they silently give garbage).
+
+Determinism: greedy decoding is deterministic for a fixed torch thread count, but CPU kernels split their
+reductions (matmul, softmax, conv) by thread, so results with 1 and 2 threads differ in the last float bits, and
+a greedy argmax between near-tied logits can then flip; an imagined rollout feeds each frame back, so such a flip
+grows into a visibly different trajectory within a few steps. Compare runs at the same thread count and record it
+(:func:`torch_threads`).
 """
 
 from __future__ import annotations
@@ -39,6 +50,7 @@ from .model.processing_worldvla import (
     to_model_mask,
 )
 from .model.token_layout import TokenLayout
+from .protocol import check_action
 
 DEFAULT_ASSET_DIR = Path(__file__).resolve().parent / "assets" / "default"
 BLOCK = 9  # BOA + 7 values + EOA
@@ -65,6 +77,11 @@ def action_mask_row(tokens: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
             for s0, e0 in actions[:k]:
                 keep[s0 : e0 + 1] = False
     return keep
+
+
+def torch_threads() -> int:
+    """The intra-op thread count torch uses now; results are bit-reproducible only at the same count (see above)."""
+    return int(torch.get_num_threads())
 
 
 def _as_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
@@ -163,13 +180,28 @@ class WorldVLARuntime:
     def _instructions(self, instruction: Any, batch: int) -> list[str]:
         if isinstance(instruction, str):
             return [instruction] * batch
-        if isinstance(instruction, Sequence) and all(isinstance(s, str) for s in instruction):
+        if isinstance(instruction, (Sequence, np.ndarray)) and not isinstance(instruction, (bytes, bytearray)):
+            bad = [f"[{i}]: {type(s).__name__}" for i, s in enumerate(instruction) if not isinstance(s, str)]
+            if bad:
+                raise TypeError(f"instruction must be a str or a list of {batch} str; non-str items {', '.join(bad[:4])}")
             if len(instruction) != batch:
                 raise ValueError(f"instruction must be a str or a list of {batch} str (one per batch row), got {len(instruction)}")
             return list(instruction)
-        raise ValueError(f"instruction must be a str or a list of {batch} str, got {type(instruction).__name__}")
+        raise TypeError(f"instruction must be a str or a list of {batch} str, got {type(instruction).__name__}")
+
+    def _check_prompt_lengths(self, prompts: list[list[int]], n_new: int, what: str) -> None:
+        """Prompt + generated tokens must fit the model's positions (it would silently produce garbage past them)."""
+        limit = int(self.config.max_position_embeddings)
+        longest = max(len(p) for p in prompts)
+        if longest + n_new > limit:
+            raise ValueError(
+                f"{what}: the prompt is {longest} tokens and {n_new} more are generated, but the model takes at most "
+                f"max_position_embeddings={limit} positions; shorten the instruction (or use fewer frames/actions)"
+            )
 
     def _encode_frames(self, frames: list[np.ndarray]) -> list[list[int]]:
+        if not frames:
+            raise ValueError("no frames to encode (empty batch); pass at least one frame")
         toks = self.image_tokenizer.encode(np.stack(frames))
         return toks.tolist()
 
@@ -343,12 +375,18 @@ class WorldVLARuntime:
         instruction: str | Sequence[str],
         *,
         decode: str = "parallel",
-        constrain_actions: bool = False,
+        constrain_actions: bool | None = None,
         n_actions: int | None = None,
     ) -> np.ndarray:
-        """Action chunk ``(B, K, 7)`` float32 (de-normalised) from 1..M frames per row (oldest first)."""
+        """Action chunk ``(B, K, 7)`` float32 (de-normalised) from 1..M frames per row (oldest first).
+
+        ``constrain_actions=None`` uses the checkpoint's ``config.constrain_actions`` (absent: False)."""
         if decode not in ("parallel", "sequential"):
             raise ValueError(f"decode must be 'parallel' or 'sequential', got {decode!r}")
+        if constrain_actions is None:
+            constrain_actions = bool(getattr(self.config, "constrain_actions", False))
+        elif not isinstance(constrain_actions, (bool, np.bool_)):
+            raise TypeError(f"constrain_actions must be a bool or None, got {type(constrain_actions).__name__}")
         n = self.action_chunk if n_actions is None else n_actions
         if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
             raise ValueError(f"n_actions must be a positive int or None, got {n_actions!r}")
@@ -360,6 +398,7 @@ class WorldVLARuntime:
         for seq, text in zip(hist, instr, strict=True):
             prompts.append(self.processor.action_prompt(text, toks[i : i + len(seq)]))
             i += len(seq)
+        self._check_prompt_lengths(prompts, BLOCK * int(n), "predict_action_chunk")
         if decode == "sequential":
             gen = self._decode_sequential(prompts, int(n), bool(constrain_actions))
             self.last_decode_info = {"mode": "sequential"}
@@ -390,15 +429,26 @@ class WorldVLARuntime:
         imgs = np.asarray(images)
         if imgs.dtype != np.uint8 or imgs.ndim != 4 or imgs.shape[1:] != (r, r, 3):
             raise ValueError(f"images must be uint8 (B, {r}, {r}, 3), got {imgs.dtype} {imgs.shape}")
-        acts = np.asarray(actions, dtype=np.float64) if np.asarray(actions).dtype != object else None
-        if acts is None or acts.ndim != 2 or acts.shape[1] != self.action_dim:
-            raise ValueError(f"actions must be float (B, {self.action_dim}), got shape {np.shape(actions)}")
-        if acts.shape[0] != imgs.shape[0]:
-            raise ValueError(f"images and actions must have the same batch size B, got {imgs.shape[0]} and {acts.shape[0]}")
-        if not np.isfinite(acts).all():
-            raise ValueError("actions must be finite")
+        if imgs.shape[0] == 0:
+            raise ValueError(f"images is an empty batch (0, {r}, {r}, 3); pass at least one frame")
+        if isinstance(actions, np.ma.MaskedArray):
+            raise ValueError("actions must be a plain real numeric array (B, 7), not a numpy masked array")
+        try:
+            raw = np.asarray(actions)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"actions must be a real numeric array (B, {self.action_dim}); got {type(actions).__name__} ({e})") from e
+        if raw.ndim != 2 or raw.shape[1] != self.action_dim:
+            raise ValueError(f"actions must be a real numeric array (B, {self.action_dim}), got shape {raw.shape}")
+        if raw.shape[0] != imgs.shape[0]:
+            raise ValueError(f"images and actions must have the same batch size B, got {imgs.shape[0]} and {raw.shape[0]}")
+        try:  # each row as the envs check it: real numbers, finite, in [-1, 1] (the action space; never clipped)
+            for row in raw:
+                check_action(row)
+        except ValueError as e:
+            raise ValueError(f"actions: {e}") from e
+        acts = raw.astype(np.float64)
         if instruction is not None and not isinstance(instruction, str):
-            raise ValueError("instruction must be a str or None")
+            raise TypeError(f"instruction must be a str or None, got {type(instruction).__name__}")
         if do_sample and not temperature > 0:
             raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
         lay = self.layout
@@ -406,6 +456,8 @@ class WorldVLARuntime:
         prompts = [self.processor.world_prompt(t, a) for t, a in zip(toks, acts, strict=True)]
         bsz = len(prompts)
         h, w = self.image_tokenizer.latent_shape(r, r)
+        # fed after the prompt: BOI + 2 grid tokens, every code but the last, the row-ends before it
+        self._check_prompt_lengths(prompts, 3 + (h * w - 1) + (h - 1), "imagine")
         template = [lay.boi_id, lay.grid_token(h), lay.grid_token(w)]
         cache, logits, valid = self._prefill(prompts, mask_image_logits=False)
         lp = valid.shape[1]

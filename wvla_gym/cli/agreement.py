@@ -7,6 +7,7 @@ Writes ``agreement.json``, ``agreement.md``, ``agreement_scatter.png`` and ``agr
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,13 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     args = tyro.cli(AgreementArgs, args=argv, prog="wvla-gym agreement")
     missing = [str(p) for p in args.results if not p.exists()]
     if missing:
-        print(f"error: results {missing} do not exist; expected folders containing episodes.jsonl")
+        print(f"error: results {missing} do not exist; expected folders containing episodes.jsonl", file=sys.stderr)
         return 2
     records = [r for p in args.results for r in iter_records(p)]
     if args.policies:
         records = [r for r in records if r.get("policy") in set(args.policies)]
     if not records:
-        print(f"error: no episode records under {[str(p) for p in args.results]}; run `wvla-gym eval` first")
+        print(f"error: no episode records under {[str(p) for p in args.results]}; run `wvla-gym eval` first", file=sys.stderr)
         return 2
     report = agreement_from_records(records)
     out = args.out or (args.results[0] if args.results[0].is_dir() else args.results[0].parent)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 from huggingface_hub.dataclasses import strict
 from transformers import ChameleonConfig
 
 from .action_tokenizer import LIBERO_MAX, LIBERO_MIN, ActionTokenizer
 from .token_layout import TokenLayout
+
+#: Action dimensions: [dx, dy, dz, drx, dry, drz, gripper].
+ACTION_DIM = 7
 
 ACTION_PROMPT = "What action should the robot take to {instruction}?"
 # The reference trains the world model with one prompt and its inference helper uses another (protocol §3).
@@ -59,6 +64,7 @@ class WorldVLAConfig(ChameleonConfig):
             self.action_min = list(LIBERO_MIN)
         if self.action_max is None:
             self.action_max = list(LIBERO_MAX)
+        self._validate_worldvla_fields()
         if self.layout is None:
             self.layout = TokenLayout.compact(self.vq_config.num_embeddings).to_dict()
             self.vocab_size = self.layout["vocab_size"]
@@ -72,6 +78,31 @@ class WorldVLAConfig(ChameleonConfig):
             raise ValueError("image_loss_weight_ids must be 'image' or 'reference'")
         if self.text_tokenizer not in ("bytes", "file"):
             raise ValueError("text_tokenizer must be 'bytes' or 'file'")
+
+    def _validate_worldvla_fields(self) -> None:
+        """Fail at load, naming the field and the expected form, instead of deep inside a forward pass."""
+        for name in ("action_chunk", "history", "resolution"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"config field {name}={v!r}; expected an int >= 1")
+        for name in ("action_min", "action_max"):
+            v = getattr(self, name)
+            ok = isinstance(v, (list, tuple)) and len(v) == ACTION_DIM and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v
+            )
+            if not ok:
+                raise ValueError(f"config field {name}={v!r}; expected a list of {ACTION_DIM} finite floats")
+        if not all(lo < hi for lo, hi in zip(self.action_min, self.action_max, strict=True)):
+            raise ValueError(
+                f"config fields action_min={self.action_min} / action_max={self.action_max}: expected min < max per dimension"
+            )
+        if self.resolution % self.downsample:
+            raise ValueError(
+                f"config field resolution={self.resolution}; expected a multiple of the VQGAN downsampling factor {self.downsample}"
+            )
+        mp = self.max_position_embeddings
+        if isinstance(mp, bool) or not isinstance(mp, int) or mp < 1:
+            raise ValueError(f"config field max_position_embeddings={mp!r}; expected an int >= 1")
 
     # ---- helpers -----------------------------------------------------------------------------------------
     @property

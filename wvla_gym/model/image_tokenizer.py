@@ -160,22 +160,66 @@ def vq_config_from_yaml(path: str | os.PathLike) -> ChameleonVQVAEConfig:
     return cfg
 
 
-def read_vqgan_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The model weights of a (Lightning) ``vqgan.ckpt``: its ``state_dict`` minus training-loss modules."""
+#: Set to 1 to let :func:`read_vqgan_state_dict` unpickle arbitrary objects (legacy checkpoints of trusted origin).
+TRUST_PICKLE_ENV = "WVLA_TRUST_PICKLE"
+
+
+def _trust_pickle(trust_pickle: bool | None) -> bool:
+    if trust_pickle is None:
+        return os.environ.get(TRUST_PICKLE_ENV, "").strip().lower() in ("1", "true", "yes")
+    if not isinstance(trust_pickle, bool):
+        raise TypeError(f"trust_pickle must be a bool or None, got {type(trust_pickle).__name__}")
+    return trust_pickle
+
+
+def read_vqgan_state_dict(path: str | os.PathLike, *, trust_pickle: bool | None = None) -> dict[str, torch.Tensor]:
+    """The model weights of a (Lightning) ``vqgan.ckpt``: its ``state_dict`` minus training-loss modules.
+
+    Loaded with ``torch.load(..., weights_only=True)``: tensors, numbers, strings and plain containers only, so
+    a checkpoint cannot run code. A legacy checkpoint that pickles other objects is refused unless the caller
+    opts in with ``trust_pickle=True`` (or the environment variable ``WVLA_TRUST_PICKLE=1`` when
+    ``trust_pickle`` is None); do that only for files of trusted origin, since unpickling can execute code.
+    """
+    trusted = _trust_pickle(trust_pickle)
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # old Lightning checkpoints pickle extra objects; the user chose this file explicitly
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = torch.load(path, map_location="cpu", weights_only=not trusted)
+    except FileNotFoundError:
+        raise
+    except Exception as e:
+        if trusted:
+            raise ValueError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {e})") from e
+        raise ValueError(
+            f"refusing to load {path}: it does not load with torch.load(weights_only=True) (it pickles objects "
+            f"other than tensors and plain containers, or is not a torch checkpoint). Unpickling can run code; if "
+            f"the file is of trusted origin, pass trust_pickle=True or set {TRUST_PICKLE_ENV}=1. "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        ) from e
     sd = ckpt.get("state_dict", ckpt) if isinstance(ckpt, Mapping) else None
     if not isinstance(sd, Mapping):
         raise ValueError(f"{path}: expected a torch checkpoint with a 'state_dict' mapping")
-    return {k: v for k, v in sd.items() if not k.startswith(IGNORED_CKPT_PREFIXES)}
+    out = {k: v for k, v in sd.items() if not str(k).startswith(IGNORED_CKPT_PREFIXES)}
+    bad = [k for k, v in out.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise ValueError(f"{path}: state_dict entries are not tensors: {sorted(map(str, bad))[:8]}")
+    check_finite_tensors(out, path)
+    return out
 
 
-def load_meta_vqgan(ckpt_path: str | os.PathLike, yaml_path: str | os.PathLike) -> ChameleonVQGAN:
-    """Build the VQGAN from ``vqgan.yaml`` and load ``vqgan.ckpt`` strictly (any missing/unexpected key raises)."""
+def check_finite_tensors(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """Raise ``ValueError`` naming the first floating-point tensor holding NaN or inf (black frames otherwise)."""
+    for k, v in state_dict.items():
+        if torch.is_floating_point(v) and not bool(torch.isfinite(v).all()):
+            raise ValueError(f"{path}: tensor {k!r} holds NaN or inf values; the checkpoint is corrupt")
+
+
+def load_meta_vqgan(
+    ckpt_path: str | os.PathLike, yaml_path: str | os.PathLike, *, trust_pickle: bool | None = None
+) -> ChameleonVQGAN:
+    """Build the VQGAN from ``vqgan.yaml`` and load ``vqgan.ckpt`` strictly (any missing/unexpected key raises).
+
+    ``trust_pickle``: see :func:`read_vqgan_state_dict` (default: refuse pickled objects)."""
     vq = ChameleonVQGAN(vq_config_from_yaml(yaml_path))
-    sd = read_vqgan_state_dict(ckpt_path)
+    sd = read_vqgan_state_dict(ckpt_path, trust_pickle=trust_pickle)
     missing, unexpected = vq.load_state_dict(sd, strict=False)
     if missing or unexpected:
         raise ValueError(

@@ -35,7 +35,7 @@ from transformers.models.chameleon.modeling_chameleon import ChameleonRotaryEmbe
 
 from .action_tokenizer import LIBERO_MAX, LIBERO_MIN
 from .configuration_worldvla import WorldVLAConfig
-from .image_tokenizer import ChameleonVQGAN, load_meta_vqgan
+from .image_tokenizer import ChameleonVQGAN, check_finite_tensors, load_meta_vqgan
 from .modeling_worldvla import WorldVLAForConditionalGeneration
 from .processing_worldvla import ByteTextTokenizer, HFTextTokenizer, TextTokenizer
 from .token_layout import TokenLayout, read_vocab
@@ -51,6 +51,67 @@ wvla_gym.model.save_pretrained (config.json with model_type "worldvla" + model.s
 
 NORM_KEY = re.compile(r"model\.layers\.\d+\.self_attn\.([qk])_norm\.(weight|bias)$")
 IGNORED_LM_PREFIXES = ("model.vqmodel.", "action_head.")  # VQGAN comes from vqgan.ckpt; RynnVLA's continuous head
+
+
+#: ``model_type`` values of released (Chameleon-based) checkpoints; ours is ``WorldVLAConfig.model_type``.
+RELEASED_MODEL_TYPES = ("chameleon", "chameleon_xllmx")
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file that must hold an object; ``ValueError`` naming the file otherwise."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object ({{...}}), got a JSON {type(data).__name__}")
+    return data
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """``safetensors.torch.load_file`` with the file named in the error (truncated or random files)."""
+    try:
+        return load_file(str(path))
+    except Exception as e:  # SafetensorError, OSError, ...: the rust error text does not name the file
+        raise ValueError(
+            f"{path}: not a readable safetensors file ({type(e).__name__}: {e}); the download may be truncated or corrupt"
+        ) from e
+
+
+def _config_from_file(folder: Path) -> WorldVLAConfig:
+    cfg_path = folder / "config.json"
+    read_json_object(cfg_path)
+    try:
+        return WorldVLAConfig.from_pretrained(folder)
+    except Exception as e:  # ValueError / TypeError / strict-dataclass errors from the config's own checks
+        raise ValueError(f"{cfg_path}: invalid WorldVLA config ({e})") from e
+
+
+def _cpu_float16_to_float32(model: WorldVLAForConditionalGeneration, device: str | torch.device, source: Path) -> None:
+    """float16 weights with no dtype requested on CPU: cast to float32 (CPU float16 kernels are slow/partial)."""
+    if torch.device(device).type != "cpu":
+        return
+    if any(p.dtype == torch.float16 for p in model.parameters()):
+        logger.warning("%s holds float16 weights; casting to float32 for CPU (pass dtype= to choose)", source)
+        model.to(torch.float32)
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """A usable torch device, else ``ValueError`` naming it (not torch's AssertionError on a CPU-only build)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device={device!r} is not a torch device ('cpu', 'cuda', 'cuda:1', ...): {e}") from e
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch build has no CUDA support" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise ValueError(f"device={device!r} but {why} (torch {torch.__version__}); use device='cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device={device!r} but only {torch.cuda.device_count()} CUDA device(s) are visible")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={device!r} but MPS is not available in this torch build/machine; use device='cpu'")
+    return dev
 
 
 # ---- resolving paths / Hub ids -------------------------------------------------------------------------------
@@ -109,8 +170,8 @@ def _finalize(model: WorldVLAForConditionalGeneration, device: str | torch.devic
     vq = model.model.vqmodel
     if dtype is not None:
         model.to(dtype=dtype)
-        vq.to(torch.float32)
-        model.model.rotary_emb.to(torch.float32)
+    vq.to(torch.float32)  # the image tokenizer feeds float32 pixels
+    model.model.rotary_emb.to(torch.float32)
     model.to(device)
     return model.eval()
 
@@ -136,13 +197,16 @@ def save_pretrained(
 def _load_own(
     folder: Path, device: str | torch.device, dtype: torch.dtype | None, attn_implementation: str
 ) -> tuple[WorldVLAForConditionalGeneration, TextTokenizer]:
-    config = WorldVLAConfig.from_pretrained(folder)
+    config = _config_from_file(folder)
     weights = _require(folder / "model.safetensors", "model.safetensors", folder)
     model = _build_on_meta(config, attn_implementation)
-    sd = load_file(str(weights))
+    sd = read_safetensors(weights)
+    check_finite_tensors(sd, weights)
     missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
     if missing or unexpected:
         raise ValueError(f"{weights}: keys do not match the config; missing={missing[:8]}, unexpected={unexpected[:8]}")
+    if dtype is None:
+        _cpu_float16_to_float32(model, device, weights)
     model = _finalize(model, device, dtype)
     if config.text_tokenizer == "file":
         tok: TextTokenizer = HFTextTokenizer(_require(folder / "tokenizer.json", "tokenizer.json", folder))
@@ -156,8 +220,7 @@ def released_lm_state_dict(folder: Path, num_heads: int, num_kv_heads: int) -> d
     """Read the (sharded) safetensors of a released checkpoint; repeat (1, head_dim) q/k norms per head."""
     index = folder / "model.safetensors.index.json"
     if index.exists():
-        with open(index, encoding="utf-8") as f:
-            weight_map = json.load(f).get("weight_map")
+        weight_map = read_json_object(index).get("weight_map")
         if not isinstance(weight_map, dict):
             raise ValueError(f"{index}: no 'weight_map'")
         shards = sorted(set(weight_map.values()))
@@ -170,7 +233,9 @@ def released_lm_state_dict(folder: Path, num_heads: int, num_kv_heads: int) -> d
         shard = folder / name
         if not shard.exists():
             raise FileNotFoundError(f"shard {name} listed in {index.name} is missing from {folder}.\n{RELEASED_LAYOUT_HELP}")
-        sd.update(load_file(str(shard)))
+        shard_sd = read_safetensors(shard)
+        check_finite_tensors(shard_sd, shard)
+        sd.update(shard_sd)
     out = {}
     for k, v in sd.items():
         if k.startswith(IGNORED_LM_PREFIXES):
@@ -191,8 +256,7 @@ def released_config(
     folder: Path, layout: TokenLayout, vq_config: Any, overrides: dict[str, Any]
 ) -> WorldVLAConfig:
     cfg_path = _require(folder / "config.json", "config.json", folder)
-    with open(cfg_path, encoding="utf-8") as f:
-        raw = json.load(f)
+    raw = read_json_object(cfg_path)
     fields = set(ChameleonConfig.__dataclass_fields__) if hasattr(ChameleonConfig, "__dataclass_fields__") else set()
     drop = {"vocabulary_map", "vq_config", "model_type", "architectures", "transformers_version", "torch_dtype", "dtype"}
     kw = {k: v for k, v in raw.items() if k in fields and k not in drop}
@@ -217,7 +281,10 @@ def released_config(
         image_loss_weight_ids="reference",
     )
     kw.update(overrides)
-    return WorldVLAConfig(**kw)
+    try:
+        return WorldVLAConfig(**kw)
+    except Exception as e:  # name the file (and the overrides) the bad field came from
+        raise ValueError(f"{cfg_path}: invalid config (with overrides {sorted(overrides)}): {e}") from e
 
 
 def _load_released(
@@ -227,6 +294,7 @@ def _load_released(
     attn_implementation: str,
     tokenizer_dir: str | os.PathLike | None = None,
     base_model_dir: str | os.PathLike | None = None,
+    trust_pickle: bool | None = None,
     **overrides: Any,
 ) -> tuple[WorldVLAForConditionalGeneration, TextTokenizer]:
     tok_dir = Path(tokenizer_dir) if tokenizer_dir else _find_upwards(folder, "chameleon/tokenizer")
@@ -240,7 +308,7 @@ def _load_released(
     base = _require(base, "the Lumina-mGPT tokenizer chameleon/base_model/tokenizer.json", folder)
 
     layout = TokenLayout.worldvla(TokenLayout.image_ids_from_vocab(read_vocab(tok_dir / "text_tokenizer.json")))
-    vq: ChameleonVQGAN = load_meta_vqgan(tok_dir / "vqgan.ckpt", tok_dir / "vqgan.yaml")
+    vq: ChameleonVQGAN = load_meta_vqgan(tok_dir / "vqgan.ckpt", tok_dir / "vqgan.yaml", trust_pickle=trust_pickle)
     config = released_config(folder, layout, vq.config, overrides)
     if len(layout.image_ids) != vq.config.num_embeddings:
         raise ValueError(f"text_tokenizer.json maps {len(layout.image_ids)} image codes, the VQGAN has {vq.config.num_embeddings}")
@@ -254,6 +322,8 @@ def _load_released(
             f"missing={missing[:8]} (total {len(missing)}), unexpected={unexpected[:8]} (total {len(unexpected)})"
         )
     model.load_state_dict(sd, strict=False, assign=True)  # raises on shape mismatches
+    if dtype is None:
+        _cpu_float16_to_float32(model, device, folder)
     model.model.vqmodel = vq
     return _finalize(model, device, dtype), HFTextTokenizer(base)
 
@@ -267,20 +337,30 @@ def load_checkpoint(
     **released_kwargs: Any,
 ) -> tuple[WorldVLAForConditionalGeneration, TextTokenizer]:
     """Load either format; returns ``(model, text_tokenizer)``. ``released_kwargs``: ``tokenizer_dir``,
-    ``base_model_dir`` and config overrides such as ``action_chunk`` (released checkpoints only)."""
+    ``base_model_dir``, ``trust_pickle`` (let a legacy ``vqgan.ckpt`` of trusted origin unpickle objects; see
+    :func:`~wvla_gym.model.image_tokenizer.read_vqgan_state_dict`) and config overrides such as
+    ``action_chunk`` (released checkpoints only).
+
+    Checked at load, each failure naming the file (and the field or tensor): unreadable or non-object JSON,
+    truncated/corrupt safetensors, a ``model_type`` that is neither ours nor Chameleon's, invalid config
+    fields, NaN/inf weights. float16 weights on CPU without an explicit ``dtype`` are cast to float32."""
     if attn_implementation not in ("sdpa", "eager"):
         raise ValueError(f"attn_implementation must be 'sdpa' or 'eager', got {attn_implementation!r}")
+    check_device(device)
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"dtype must be None or a floating torch.dtype (e.g. torch.bfloat16), got {dtype!r}")
     folder = resolve_checkpoint(path_or_hub_id)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder.\n{RELEASED_LAYOUT_HELP}")
     cfg = folder / "config.json"
     if not cfg.exists():
         raise FileNotFoundError(f"{folder}: missing config.json.\n{RELEASED_LAYOUT_HELP}")
-    try:
-        with open(cfg, encoding="utf-8") as f:
-            model_type = json.load(f).get("model_type")
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{cfg}: not valid JSON ({e})") from e
+    model_type = read_json_object(cfg).get("model_type")
     if model_type == WorldVLAConfig.model_type:
         return _load_own(folder, device, dtype, attn_implementation)
+    if model_type is not None and model_type not in RELEASED_MODEL_TYPES:
+        raise ValueError(
+            f"{cfg}: model_type {model_type!r} is not a WorldVLA/Chameleon checkpoint; expected "
+            f"{WorldVLAConfig.model_type!r} (this project's format) or one of {list(RELEASED_MODEL_TYPES)} (released)"
+        )
     return _load_released(folder, device, dtype, attn_implementation, **released_kwargs)
