@@ -12,10 +12,13 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from envs import placement
 from wvla_gym.protocol import (
     ACTION_DIM,
     CONTROL_FPS,
     DUMMY_ACTION,
+    MAX_RESOLUTION,
+    MIN_RESOLUTION,
     NUM_STEPS_WAIT,
     STATE_DIM,
     SUITE_MAX_STEPS,
@@ -81,6 +84,15 @@ class LiberoEnv(gym.Env):
     first observation. The episode terminates on success (reward 1.0, ``info["is_success"]``) and is
     truncated at the suite's limit (spatial 220, object 280, goal 300, libero_10 520, libero_90 400).
 
+    Beyond the 50 fixed init states (details in :mod:`envs.placement`):
+    ``options={"placement": "sampled"}`` draws a fresh object placement with LIBERO's own placement sampler
+    (reproducible per ``seed``); ``options={"init_state_id": k, "perturb_radius": 0.03}`` shifts every movable
+    object by a seeded, collision- and support-checked offset of at most 0.03 m in the table plane; and
+    ``options={"sim_state": s}`` starts from a flattened MuJoCo state. These resets add ``info["sim_state"]``
+    (the state before the settle steps: pass it back as ``sim_state`` to replay the start exactly) and
+    ``info["placement"]`` (mode, seed, per-object shifts); ``info["init_state_id"]`` is ``None`` unless a
+    fixed init state was used.
+
     ## Privileged access (for scripted controllers and recorders; never part of the observation)
     ``env.unwrapped`` offers :attr:`sim`, :attr:`raw_env`, :attr:`objects_of_interest`, :attr:`object_names`,
     :attr:`goal_state`, :meth:`get_object_pose`, :meth:`get_site_pos`, :meth:`get_eef_pose`,
@@ -105,13 +117,29 @@ class LiberoEnv(gym.Env):
         instruction_in_obs: bool = False,
         gl_backend: str | None = None,
     ) -> None:
+        if not isinstance(task_suite, str):
+            raise TypeError(f"task_suite must be a str naming a LIBERO suite, got {type(task_suite).__name__} {task_suite!r:.60}")
         validate_suite_task(task_suite, task_id)
-        if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or resolution < 16:
-            raise ValueError(f"resolution={resolution!r}; expected an int >= 16 (camera height = width in pixels)")
+        if (
+            isinstance(resolution, bool)
+            or not isinstance(resolution, (int, np.integer))
+            or not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION
+        ):
+            raise ValueError(
+                f"resolution={resolution!r}; expected an int in [{MIN_RESOLUTION}, {MAX_RESOLUTION}] (camera height = "
+                "width in pixels; WorldVLA checkpoints use 256 or 512, and a frame costs 3*R^2 bytes and R^2 render time)"
+            )
+        for name, flag in (("wrist", wrist), ("instruction_in_obs", instruction_in_obs)):
+            if not isinstance(flag, (bool, np.bool_)):
+                raise TypeError(f"{name} must be a bool (True or False), got {type(flag).__name__} {flag!r:.40}")
         if isinstance(num_steps_wait, bool) or not isinstance(num_steps_wait, (int, np.integer)) or num_steps_wait < 0:
             raise ValueError(f"num_steps_wait={num_steps_wait!r}; expected an int >= 0")
-        if max_episode_steps is not None and (not isinstance(max_episode_steps, (int, np.integer)) or max_episode_steps < 1):
+        if max_episode_steps is not None and (
+            isinstance(max_episode_steps, bool) or not isinstance(max_episode_steps, (int, np.integer)) or max_episode_steps < 1
+        ):
             raise ValueError(f"max_episode_steps={max_episode_steps!r}; expected None or an int >= 1")
+        if gl_backend is not None and not isinstance(gl_backend, str):
+            raise TypeError(f"gl_backend must be None or a str such as 'egl' or 'osmesa', got {type(gl_backend).__name__}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode={render_mode!r}; expected None or one of {self.metadata['render_modes']}")
 
@@ -122,7 +150,7 @@ class LiberoEnv(gym.Env):
         self.num_steps_wait = int(num_steps_wait)
         self.max_episode_steps = int(max_episode_steps or SUITE_MAX_STEPS[task_suite])
         self.render_mode = render_mode
-        self.instruction_in_obs = instruction_in_obs
+        self.instruction_in_obs = bool(instruction_in_obs)
         self._gl_backend_request = gl_backend
         self.gl_backend: str | None = None
 
@@ -202,36 +230,65 @@ class LiberoEnv(gym.Env):
         return self._init_states
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        if options is not None and not isinstance(options, dict):
+            raise TypeError(f"options must be a dict (e.g. {{'init_state_id': 3}}) or None, got {type(options).__name__} {options!r:.40}")
+        bad_keys = [k for k in (options or {}) if not isinstance(k, str)]
+        if bad_keys:  # also keeps mixed-type keys (1, 'a') away from sorting in the unknown-keys message
+            raise TypeError(f"options keys must be str option names, got {', '.join(repr(k) for k in bad_keys)}")
         super().reset(seed=seed)
-        options = dict(options or {})
-        unknown = set(options) - {"init_state_id"}
-        if unknown:
-            raise ValueError(f"options has unknown keys {sorted(unknown)}; expected only 'init_state_id'")
         n_init = len(self.init_states)
-        if "init_state_id" in options:
-            k = options["init_state_id"]
-            if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= int(k) < n_init:
-                raise ValueError(f"options['init_state_id']={k!r}; expected an int in [0, {n_init - 1}]")
-            k = int(k)
+        req = placement.parse_reset_options(options, n_init, self.init_states.shape[1])
+        if req.source == "init_state":
+            if req.init_state_id is not None:
+                k = req.init_state_id
+            else:
+                # Seeding restarts the cycle, so reset(seed=s) is deterministic as Gymnasium requires.
+                k = 0 if seed is not None else self._next_init_state_id
+            self._next_init_state_id = (k + 1) % n_init
+            self.init_state_id = k
         else:
-            # Seeding restarts the cycle, so reset(seed=s) is deterministic as Gymnasium requires.
-            k = 0 if seed is not None else self._next_init_state_id
-        self._next_init_state_id = (k + 1) % n_init
-        self.init_state_id = k
+            self.init_state_id = None  # a sampled placement or a given sim_state: no fixed init state
 
         env = self._ensure_sim()
         # LIBERO re-samples fixture poses from numpy's *global* RNG on reset: seed it every time, from the
         # episode seed when given, else from this env's own generator (reproducible under a seeded reset).
-        env.seed(int(seed) if seed is not None else int(self.np_random.integers(0, 2**31 - 1)))
+        episode_seed = int(seed) if seed is not None else int(self.np_random.integers(0, 2**31 - 1))
+        env.seed(episode_seed)
         env.reset()
         self._pin_fixtures()
-        raw = env.set_init_state(self.init_states[k])
+        described: dict[str, Any] | None = None
+        if req.source == "init_state":
+            state = self.init_states[self.init_state_id]
+        elif req.source == "sim_state":
+            state = req.sim_state
+            described = {"mode": "sim_state"}
+        else:
+            placement.sample_placement(env.env)  # LIBERO's own samplers, from the global RNG seeded above
+            state = np.asarray(env.get_sim_state())
+            described = {"mode": "sampled", "seed": episode_seed, "object_xy": placement.object_xy(env.env)}
+        if req.perturb_radius > 0:
+            env.set_init_state(state)
+            shifts = placement.perturb_objects(env.env, np.random.default_rng([episode_seed, 0x9E27]), req.perturb_radius)
+            state = np.asarray(env.get_sim_state())
+            described = dict(described or {"mode": "fixed", "init_state_id": self.init_state_id})
+            described.update({"perturb_radius": req.perturb_radius, "perturb_seed": episode_seed, "objects": shifts})
+        if req.source == "sampled" or req.perturb_radius > 0:
+            # Start the episode from the new state exactly as a replay of info["sim_state"] will (a fresh reset
+            # leaves no trace of the sampling in the simulator, e.g. solver warm starts): bit-identical replays.
+            env.seed(episode_seed)
+            env.reset()
+            self._pin_fixtures()
+        raw = env.set_init_state(state)
         for _ in range(self.num_steps_wait):
             raw, _, _, _ = env.step(DUMMY_ACTION.astype(np.float64))
         self._raw_obs = raw
         self._elapsed = 0
         self._needs_reset = False
-        return self._make_obs(raw), self._info(False)
+        info = self._info(False)
+        if described is not None:
+            info["sim_state"] = np.array(state, dtype=np.float64)  # before the settle steps, like init states
+            info["placement"] = described
+        return self._make_obs(raw), info
 
     def step(self, action):
         if self._needs_reset:

@@ -2,7 +2,8 @@
 
 Episode dynamics are a pure function of (task_id, init_state_id, actions), so two recordings can be compared
 array by array. Success comes after ``6 + init_state_id % 3`` steps, except that unperturbed attempts on init
-state 1 fail (so retries and failure accounting are exercised).
+state 1 fail (so retries and failure accounting are exercised); episodes are truncated after 12 steps.
+``reset(options={"placement": "sampled"})`` plays a fresh placement as "init state" ``10 + seed % 3``.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class FakeEnv:
     def __init__(self, task_id: int, resolution: int, wrist: bool):
         self.unwrapped = FakeUnwrapped(task_id, resolution, wrist)
         self.closed = False
+        self.reset_log: list[dict] = []  # the reset options of every episode
 
     def _obs(self):
         u = self.unwrapped
@@ -53,8 +55,21 @@ class FakeEnv:
 
     def reset(self, *, seed=None, options=None):
         u = self.unwrapped
-        u.t, u.k = 0, int(options["init_state_id"])
-        return self._obs(), {}
+        options = dict(options or {})
+        self.reset_log.append(options)
+        info = {}
+        if options.get("placement") == "sampled":
+            # a fresh placement: "init state" 10 + seed % 3 (success after 6 + seed % 3 steps), no fixed id
+            u.t, u.k = 0, 10 + int(seed) % 3
+            info = {"init_state_id": None, "placement": {"mode": "sampled", "seed": int(seed)},
+                    "sim_state": np.array([0.0, u.k, u.task_id, 0.0, 0.0])}
+        else:
+            u.t, u.k = 0, int(options["init_state_id"])
+            info = {"init_state_id": u.k}
+        if options.get("perturb_radius"):
+            info["placement"] = {**info.get("placement", {"mode": "fixed", "init_state_id": u.k}),
+                                 "perturb_radius": options["perturb_radius"]}
+        return self._obs(), info
 
     def step(self, action):
         u = self.unwrapped

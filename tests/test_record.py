@@ -65,7 +65,8 @@ def test_parse_tasks():
 # ---------------------------------------------------------------------------------------------- fake env
 def _fake_record(out, episodes=4, tasks="0,1", **kw):
     FakePolicy.calls = 0
-    return record("libero_object", tasks, episodes, 16, out, FakePolicy, make_env=make_fake_env, progress=False, **kw)
+    kw.setdefault("make_env", make_fake_env)
+    return record("libero_object", tasks, episodes, 16, out, FakePolicy, progress=False, **kw)
 
 
 def _expected_actions(k: int) -> np.ndarray:
@@ -183,25 +184,188 @@ def test_resume_after_sigkill(tmp_path):
         np.testing.assert_array_equal(xa, xb)
 
 
-def test_resume_refuses_other_settings(tmp_path):
+def test_resume_refuses_changed_settings_naming_them(tmp_path, monkeypatch):
+    import importlib
+
+    from wvla_gym.utils.run_identity import RunIdentityError
+
+    rec = importlib.import_module("wvla_gym.data.record")  # wvla_gym.data re-exports a function of that name
+
     _fake_record(tmp_path, episodes=2, tasks="0")
-    with pytest.raises(ValueError, match="episodes_per_task"):
-        _fake_record(tmp_path, episodes=3, tasks="0")
+    for kw, name in [({"seed": 1}, "seed"), ({"keep_failures": True}, "keep_failures"),
+                     ({"noise_levels": [0.3]}, "behaviours"), ({"placement": "sampled"}, "placement"),
+                     ({"perturb_radius": 0.02}, "perturb_radius"), ({"first_init_state": 1}, "first_init_state"),
+                     ({"wrist": False}, "wrist"), ({"policy_info": {"name": "other"}}, "policy")]:
+        with pytest.raises(RunIdentityError, match=name):
+            _fake_record(tmp_path, episodes=2, tasks="0", **kw)
+    monkeypatch.setattr(rec, "_stack_versions", lambda: {"mujoco": "9.9.9", "robosuite": "1.4.0"})
+    with pytest.raises(RunIdentityError, match="versions"):
+        _fake_record(tmp_path, episodes=2, tasks="0")
+    monkeypatch.undo()
+    # more tasks and more episodes extend the recording; the first episodes stay as they were
+    before = _demo_arrays(tmp_path / "FAKE_TASK_0_demo.hdf5")
+    m = _fake_record(tmp_path, episodes=4, tasks="0,1")
+    after = _demo_arrays(tmp_path / "FAKE_TASK_0_demo.hdf5")
+    assert len(after) == 4 and m["tasks"]["0"]["episodes_kept"] == 4 and m["tasks"]["1"]["complete"]
+    for (xa, ia), (xb, ib) in zip(before, after[:2], strict=False):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ia, ib)
+    ref = tmp_path / "ref"
+    _fake_record(ref, episodes=4, tasks="0")
+    for (xa, _), (xb, _) in zip(_demo_arrays(ref / "FAKE_TASK_0_demo.hdf5"), after, strict=True):
+        np.testing.assert_array_equal(xa, xb)
+    # --restart starts over with the new settings
+    m = _fake_record(tmp_path, episodes=1, tasks="0", seed=1, restart=True)
+    assert list(m["tasks"]) == ["0"] and not (tmp_path / "FAKE_TASK_1_demo.hdf5").exists()
+    assert json.loads((tmp_path / "run_identity.json").read_text())["identity"]["seed"] == 1
 
 
-def test_first_init_state_shifts_slots_and_perturbs_past_the_last_fixed_state(tmp_path):
-    # 4 fake init states; start at 2: slots 0, 1 -> init states 2, 3 (unperturbed), slots 2, 3 wrap to 0, 1
-    m = _fake_record(tmp_path, episodes=4, tasks="0", first_init_state=2)
+def test_folder_from_before_run_identities_is_adopted_when_it_matches(tmp_path):
+    _fake_record(tmp_path, episodes=2, tasks="0")
+    (tmp_path / "run_identity.json").unlink()  # as the recorder wrote folders before identities
+    with pytest.raises(ValueError, match="keep_failures|restart"):
+        _fake_record(tmp_path, episodes=2, tasks="0", keep_failures=True)
+    m = _fake_record(tmp_path, episodes=3, tasks="0")
+    assert m["tasks"]["0"]["episodes_kept"] == 3 and (tmp_path / "run_identity.json").exists()
+
+
+def test_slots_past_the_fixed_init_states_use_fresh_placements_never_a_wrap(tmp_path):
+    # 4 fake init states; start at 2: slots 0, 1 -> init states 2, 3; slots 2, 3 -> fresh sampled placements
+    envs = []
+
+    def make_env(*a):
+        envs.append(make_fake_env(*a))
+        return envs[-1]
+
+    m = _fake_record(tmp_path, episodes=4, tasks="0", first_init_state=2, make_env=make_env)
     with h5py.File(tmp_path / "FAKE_TASK_0_demo.hdf5", "r") as f:
         demos = [f["data"][f"demo_{i}"].attrs for i in range(4)]
-        assert [int(d["init_state_id"]) for d in demos] == [2, 3, 0, 1]
-        assert [bool(d["perturbed"]) for d in demos] == [False, False, True, True]
-    assert m["first_init_state"] == 2
+        assert [int(d["init_state_id"]) for d in demos] == [2, 3, -1, -1]
+        assert [d["placement_mode"] for d in demos] == ["fixed", "fixed", "sampled", "sampled"]
+        assert json.loads(demos[2]["placement"])["mode"] == "sampled"
+    used = [o.get("init_state_id") for o in envs[0].reset_log]
+    assert all(k is None or k >= 2 for k in used)
     assert m["tasks"]["0"]["expert_success_fixed_init"]["init_state_ids"] == [2, 3]
     with pytest.raises(ValueError, match="first_init_state"):
-        _fake_record(tmp_path, episodes=4, tasks="0", first_init_state=0)
-    with pytest.raises(ValueError, match="first_init_state"):
         _fake_record(tmp_path / "other", episodes=1, tasks="0", first_init_state=50)
+    # placement="sampled" + perturb_radius: every slot fresh, the radius reaches the env
+    envs.clear()
+    _fake_record(tmp_path / "s", episodes=2, tasks="0", placement="sampled", perturb_radius=0.03, make_env=make_env)
+    assert envs[0].reset_log == [{"placement": "sampled", "perturb_radius": 0.03}] * 2
+
+
+def test_keep_failures_writes_failed_episodes_labelled(tmp_path):
+    from wvla_gym.data.hdf5 import LiberoFile
+
+    m = _fake_record(tmp_path, episodes=2, tasks="0", max_attempts=3, keep_failures=True)
+    t0 = m["tasks"]["0"]
+    assert t0["episodes_kept"] == 2 and t0["episodes_failed_kept"] == 1 and t0["slots_failed"] == []
+    assert t0["by_behaviour"] == {"expert": {"episodes": 2, "successes": 1, "failures": 1}}
+    path = tmp_path / "FAKE_TASK_0_demo.hdf5"
+    assert validate_file(path) == []
+    with h5py.File(path, "r") as f:
+        ok, bad = f["data"]["demo_0"], f["data"]["demo_1"]
+        assert bool(ok.attrs["success"]) is True and bool(bad.attrs["success"]) is False
+        assert bad["rewards"][()].sum() == 0 and bad["dones"][()].sum() == 0 and len(bad["actions"]) == 12 - 2
+        assert int(bad.attrs["attempt"]) == 0  # no retry: one rollout per slot
+    with LiberoFile(path) as lf:
+        assert [lf.success("demo_0"), lf.success("demo_1")] == [True, False]
+
+
+class _Const:
+    """A base policy with a constant action (counts its calls)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def reset(self):
+        self.calls = 0
+
+    def act(self, obs):
+        self.calls += 1
+        return np.array([0.5, -0.5, 0.25, 0.0, 0.0, 0.1, 1.0], np.float32)
+
+
+def _run(behaviour, seed=3, steps=400):
+    from wvla_gym.data.record import BehaviourPolicy
+
+    base = _Const()
+    pol = BehaviourPolicy(base, behaviour, seed)
+    pol.reset()
+    acts, srcs = [], []
+    while not pol.finished and len(acts) < steps:
+        acts.append(pol.act(None))
+        srcs.append(pol.source)
+    return pol, np.array(acts), srcs, base
+
+
+def test_behaviours_produce_their_documented_action_patterns():
+    from wvla_gym.data.record import (
+        BURST_STEPS,
+        SEGMENT_STEPS,
+        TAIL_STEPS,
+        Behaviour,
+        expand_behaviours,
+    )
+
+    const = _Const().act(None)
+    keys = [b.key for b in expand_behaviours(["expert", "cut"], [0.1, 0.3])]
+    assert keys == ["expert", "cut", "noise0.1", "noise0.3"]
+    with pytest.raises(ValueError, match="noise_levels"):
+        expand_behaviours(["noise"])
+    with pytest.raises(ValueError, match="behaviours"):
+        expand_behaviours(["dance"])
+    # expert: the base policy unchanged, never finishes on its own
+    pol, a, srcs, _ = _run(Behaviour("expert"), steps=50)
+    assert len(a) == 50 and (a == const).all() and set(srcs) == {"policy"}
+    # noise: Gaussian on the pose dims at the given std, gripper untouched, seeded
+    pol, a, _, _ = _run(Behaviour("noise", 0.1), steps=400)
+    d = a[:, :6] - const[:6]
+    assert 0.08 < d[:, :3].std() < 0.12 and (a[:, 6] == 1.0).all()
+    np.testing.assert_array_equal(a, _run(Behaviour("noise", 0.1), steps=400)[1])
+    assert not np.array_equal(a, _run(Behaviour("noise", 0.1), seed=4, steps=400)[1])
+    # cut: the policy up to cut_step, then a zero or random tail, then the episode ends
+    tails = set()
+    for seed in range(12):
+        pol, a, srcs, base = _run(Behaviour("cut"), seed=seed)
+        c, n = pol.plan["cut_step"], pol.plan["tail_steps"]
+        assert len(a) == c + n and TAIL_STEPS[0] <= n <= TAIL_STEPS[1] and base.calls == c
+        assert (a[:c] == const).all() and srcs[:c] == ["policy"] * c and srcs[c:] == [pol.plan["tail"]] * n
+        if pol.plan["tail"] == "zero":
+            assert (a[c:, :6] == 0).all() and (a[c:, 6] == const[6]).all()  # the gripper is held
+        else:
+            assert np.abs(a[c:, :6]).mean() > 0.1 and np.abs(a[c:]).max() <= 1.0
+        tails.add(pol.plan["tail"])
+    assert tails == {"zero", "random"}
+    # burst: random actions for burst_steps from burst_start, the policy before and after (and queried throughout)
+    pol, a, srcs, base = _run(Behaviour("burst"), steps=200)
+    s, n = pol.plan["burst_start"], pol.plan["burst_steps"]
+    assert BURST_STEPS[0] <= n <= BURST_STEPS[1] and base.calls == 200
+    assert (a[:s] == const).all() and (a[s + n:] == const).all() and srcs[s:s + n] == ["random"] * n
+    assert not (a[s:s + n] == const).all(axis=1).any()
+    # random / zero: a segment of segment_steps, then the episode ends; the base policy is never asked
+    for name in ("random", "zero"):
+        pol, a, srcs, base = _run(Behaviour(name))
+        assert SEGMENT_STEPS[0] <= len(a) <= SEGMENT_STEPS[1] and base.calls == 0 and set(srcs) == {name}
+    pol, a, _, _ = _run(Behaviour("zero"))
+    assert (a[:, :6] == 0).all() and (a[:, 6] == -1).all()
+    pol, a, _, _ = _run(Behaviour("random"))
+    assert np.corrcoef(a[:-1, 0], a[1:, 0])[0, 1] > 0.4  # temporally correlated, not white noise
+
+
+def test_behaviours_through_the_recorder(tmp_path):
+    m = _fake_record(tmp_path, episodes=4, tasks="0", keep_failures=True, behaviours=["zero", "cut"],
+                     noise_levels=[0.2])
+    assert set(m["tasks"]["0"]["by_behaviour"]) == {"zero", "cut", "noise0.2"}
+    assert m["behaviours"] == ["zero", "cut", "noise0.2"]
+    with h5py.File(tmp_path / "FAKE_TASK_0_demo.hdf5", "r") as f:
+        g = [f["data"][f"demo_{i}"] for i in range(4)]
+        assert [x.attrs["behaviour"] for x in g] == ["zero", "cut", "noise0.2", "zero"]
+        # zero segments survive the no-op filter (they are deliberate); the fake "succeeds" after 6 steps
+        # whatever the actions, and the demo carries the env's flag
+        assert len(g[0]["actions"]) == 6 and json.loads(g[0].attrs["segments"]) == [["zero", 0, 6]]
+        assert (g[0]["actions"][:, :6] == 0).all() and bool(g[0].attrs["success"]) is True
+        assert float(g[2].attrs["noise_level"]) == 0.2 and json.loads(g[1].attrs["plan"])["cut_step"] >= 12
 
 
 def test_bad_arguments():
@@ -250,3 +414,28 @@ def test_real_libero_record_and_replay(tmp_path):
     finally:
         env.close()
     assert np.abs(frame.astype(int) - img0.astype(int)).mean() < 2.0
+
+
+@pytest.mark.libero
+def test_real_libero_keep_failures_wandering_behaviour_from_a_fresh_placement(tmp_path):
+    from wvla_gym.cli.record import main
+
+    out = tmp_path / "wm"
+    args = ["--out", str(out), "--suite", "libero_object", "--tasks", "0", "--episodes-per-task", "1",
+            "--resolution", "32", "--no-wrist", "--keep-failures", "--behaviours", "random", "--placement", "sampled",
+            "--perturb-radius", "0.02", "--no-progress"]
+    assert main(args) == 0
+    files = list(out.glob("*_demo.hdf5"))
+    assert len(files) == 1 and validate_file(files[0], require_wrist=False) == []
+    with h5py.File(files[0], "r") as f:
+        g = f["data"]["demo_0"]
+        assert g.attrs["behaviour"] == "random" and bool(g.attrs["success"]) is False
+        assert int(g.attrs["init_state_id"]) == -1
+        placement = json.loads(g.attrs["placement"])
+        assert placement["mode"] == "sampled" and placement["perturb_radius"] == 0.02
+        plan = json.loads(g.attrs["plan"])
+        assert g["actions"].shape[0] == plan["segment_steps"] and g["dones"][()].sum() == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["tasks"]["0"]["by_behaviour"] == {"random": {"episodes": 1, "successes": 0, "failures": 1}}
+    # a changed setting is refused, naming it
+    assert main([*args[:-1], "--seed", "1", "--no-progress"]) == 2

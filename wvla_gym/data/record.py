@@ -1,19 +1,56 @@
-"""Record successful policy rollouts in real LIBERO as LIBERO-layout HDF5 files, resumably.
+"""Record policy rollouts in real LIBERO as LIBERO-layout HDF5 files, resumably.
 
 The recorder never imports ``agents`` or ``envs``: it builds envs through ``gym.make("WorldVLA-LIBERO-v0")``
 (registered by ``wvla_gym``) and takes a ``policy_factory`` callable.
 
 Resumability: every episode is first written atomically to ``<out>/.staging/<task>/ep_<slot>.hdf5`` (or a
-``ep_<slot>.failed.json`` marker when all attempts fail), so a kill loses at most the episode in progress and
-can never leave a torn or duplicated one. When all slots of a task exist they are assembled (atomically) into
-``<out>/<task_name>_demo.hdf5`` and the staging folder is removed. ``manifest.json`` is rewritten atomically
-after every episode; it is a report derived from the files, which are the source of truth.
+``ep_<slot>.failed.json`` marker when all attempts fail and failures are not kept), so a kill (even SIGKILL)
+loses at most the episode in progress and can never leave a torn or duplicated one. When all slots of a task
+exist they are assembled (atomically) into ``<out>/<task_name>_demo.hdf5`` and the staging folder is removed.
+``manifest.json`` is rewritten atomically after every episode; it is a report derived from the files, which
+are the source of truth.
 
-Episode slots: slot ``i`` uses the fixed init state ``(first_init_state + i) % n_init``. Its first attempt is
-unperturbed when ``first_init_state + i < n_init`` (this is what the expert success rate measures); retries and
-slots past the last fixed init state are perturbed (seeded action noise via the policy factory, and a different
-reset seed). ``first_init_state`` keeps evaluation init states out of the training data (e.g. record on 20-49,
-evaluate on 0-19).
+Run identity (:func:`wvla_gym.utils.run_identity.claim_run`, ``<out>/run_identity.json``): every setting that
+changes what an episode slot contains -- suite, resolution, wrist camera, no-op filter, seed, max attempts,
+keep-failures, behaviours and noise levels, policy (name, noise, checkpoint path and content digest),
+placement mode, perturbation radius, first init state, and the mujoco / robosuite / LIBERO versions -- must
+match to resume; a mismatch raises naming the setting, and ``restart=True`` (``--restart``) deletes the
+recording and starts over. Two settings are deliberately *not* part of the identity: the task list (each
+task is its own file: adding tasks to a folder is allowed) and ``episodes_per_task`` (slot ``i`` does not
+depend on the count: raising it extends finished tasks, whose files are unpacked back into staging and
+re-assembled with the new slots appended; lowering it leaves finished tasks as they are). A folder written
+by the recorder before identities existed is adopted when its manifest matches this run.
+
+Episode slots and starts: slot ``i`` starts from the fixed init state ``first_init_state + i`` while that
+exists (< 50); slots past the last fixed init state start from a fresh placement sampled by LIBERO's own
+placement sampler (seeded by the slot), so they never wrap onto init states below ``first_init_state``
+(e.g. record on 20-49 + fresh placements, evaluate on 0-19). ``placement="sampled"`` uses fresh placements
+for every slot; ``perturb_radius > 0`` additionally shifts every movable object by up to that many metres
+(``LiberoEnv`` reset options, see ``envs/placement.py``).
+
+Behaviours (world-model data; slot ``i`` uses ``behaviours[i % len(behaviours)]``, after ``noise`` is expanded
+into one behaviour per noise level):
+
+* ``expert``: the policy as is. Retries (``attempt > 0``) ask the factory for a perturbed (noisy) policy.
+* ``noise``: the policy plus Gaussian noise of std ``level`` on the 6 pose dims, clipped to [-1, 1].
+* ``cut``: the policy for ``cut_step = round(f * NOMINAL_LENGTH)`` steps, ``f ~ U(CUT_FRACTION)``, then a
+  tail of ``U(TAIL_STEPS)`` steps, chosen 50/50 between ``zero`` (no pose motion, gripper held) and
+  ``random`` actions, then the episode ends.
+* ``burst``: the policy throughout, except ``U(BURST_STEPS)`` random actions from a step drawn in
+  ``U(BURST_START_FRACTION) * NOMINAL_LENGTH`` (the policy keeps observing and must recover).
+* ``random``: ``U(SEGMENT_STEPS)`` random actions, then the episode ends.
+* ``zero``: ``U(SEGMENT_STEPS)`` zero actions (gripper open), then the episode ends.
+
+"Random actions" are temporally correlated so the arm wanders instead of jittering: pose dims follow
+``a_t = RANDOM_RHO * a_{t-1} + N(0, RANDOM_SIGMA)`` clipped to [-1, 1]; the gripper starts from the last
+commanded value and flips with probability ``RANDOM_GRIPPER_FLIP`` per step. Each demo records its behaviour
+and plan (``behaviour``, ``noise_level``, ``plan`` with ``cut_step`` / ``tail`` / ``burst_start`` ...,
+``segments``: ``[kind, start, end]`` in stored-step indices), its start (``init_state_id``, -1 for none;
+``placement`` json; ``seed``), and ``success`` (LIBERO's flag; ``rewards``/``dones`` end in 1 only on
+success). Without ``keep_failures`` only successes are kept (up to ``max_attempts`` tries per slot); with it,
+each slot is one rollout, kept either way.
+
+The no-op filter drops policy no-ops only: steps that a deliberate ``zero`` segment produced are kept.
 """
 
 from __future__ import annotations
@@ -24,7 +61,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,18 +70,33 @@ import numpy as np
 from wvla_gym.data.hdf5 import (
     ROTATED_ATTR,
     Episode,
-    _h5py,
     atomic_write_hdf5,
     demo_names,
     read_demo,
+    require_h5py,
     write_demo,
     write_file_attrs,
 )
-from wvla_gym.protocol import NUM_INIT_STATES, SUITE_NUM_TASKS, validate_suite_task
+from wvla_gym.protocol import NUM_INIT_STATES, SUITE_NUM_TASKS, parse_tasks, validate_suite_task
 
 NOOP_THRESHOLD = 1e-4
 MANIFEST_NAME = "manifest.json"
 ENV_ID = "WorldVLA-LIBERO-v0"
+RUN_KIND = "record"
+
+BEHAVIOURS = ("expert", "noise", "cut", "burst", "random", "zero")
+PLACEMENTS = ("fixed", "sampled")
+MAX_PERTURB_RADIUS = 0.25  # metres; LiberoEnv's own limit
+#: Typical length (steps) of an expert episode on libero_object; scales cut and burst times.
+NOMINAL_LENGTH = 120
+CUT_FRACTION = (0.1, 0.9)
+TAIL_STEPS = (20, 60)
+BURST_STEPS = (5, 20)
+BURST_START_FRACTION = (0.05, 0.8)
+SEGMENT_STEPS = (30, 90)
+RANDOM_RHO = 0.8
+RANDOM_SIGMA = 0.35
+RANDOM_GRIPPER_FLIP = 0.05
 
 
 class Policy(Protocol):
@@ -87,21 +139,146 @@ def _quat_xyzw_to_axis_angle(q: np.ndarray) -> np.ndarray:
     return q[:3] * 2.0 * np.arccos(w) / den
 
 
+# ---------------------------------------------------------------------------------------------- behaviours
+@dataclass(frozen=True)
+class Behaviour:
+    """One rollout behaviour (see the module docstring); ``noise`` only for ``name == "noise"``."""
+
+    name: str
+    noise: float = 0.0
+
+    @property
+    def key(self) -> str:
+        return f"noise{self.noise:g}" if self.name == "noise" else self.name
+
+
+def expand_behaviours(names: Sequence[str], noise_levels: Sequence[float] = ()) -> list[Behaviour]:
+    """Behaviour names + noise levels -> the slot cycle (``noise`` becomes one behaviour per level).
+
+    Noise levels without ``noise`` among the names add it; ``noise`` without levels is an error.
+    """
+    names = [str(n).strip().lower() for n in names if str(n).strip()]
+    bad = [n for n in names if n not in BEHAVIOURS]
+    if bad or not names:
+        raise ValueError(f"behaviours={list(names)!r}; expected a non-empty list of {list(BEHAVIOURS)}")
+    levels = []
+    for x in noise_levels:
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not np.isfinite(x) or not 0 < float(x) <= 2.0:
+            raise ValueError(f"noise_levels contains {x!r}; expected floats in (0, 2] (action-noise std)")
+        levels.append(float(x))
+    if levels and "noise" not in names:
+        names.append("noise")
+    if "noise" in names and not levels:
+        raise ValueError("behaviour 'noise' needs noise_levels, e.g. --noise-levels 0.1,0.3,0.6")
+    out: list[Behaviour] = []
+    for n in dict.fromkeys(names):
+        out.extend([Behaviour("noise", lv) for lv in dict.fromkeys(levels)] if n == "noise" else [Behaviour(n)])
+    return out
+
+
+class BehaviourPolicy:
+    """Wraps a policy with a :class:`Behaviour`; ``finished`` asks the recorder to end the episode.
+
+    ``source`` is what produced the last action: ``"policy"``, ``"noise"``, ``"random"`` or ``"zero"``.
+    ``plan`` holds the behaviour's random draws (recorded with the episode).
+    """
+
+    def __init__(self, base: Policy | None, behaviour: Behaviour, seed: int) -> None:
+        self.base = base
+        self.behaviour = behaviour
+        self.rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0xBE4A])
+        b, r = behaviour.name, self.rng
+        self.plan: dict[str, Any] = {}
+        if b == "cut":
+            self.plan = {
+                "cut_step": int(round(r.uniform(*CUT_FRACTION) * NOMINAL_LENGTH)),
+                "tail": "zero" if r.uniform() < 0.5 else "random",
+                "tail_steps": int(r.integers(TAIL_STEPS[0], TAIL_STEPS[1] + 1)),
+            }
+        elif b == "burst":
+            self.plan = {
+                "burst_start": int(round(r.uniform(*BURST_START_FRACTION) * NOMINAL_LENGTH)),
+                "burst_steps": int(r.integers(BURST_STEPS[0], BURST_STEPS[1] + 1)),
+            }
+        elif b in ("random", "zero"):
+            self.plan = {"segment_steps": int(r.integers(SEGMENT_STEPS[0], SEGMENT_STEPS[1] + 1))}
+        if b == "noise":
+            self.plan = {"noise_level": behaviour.noise}
+        self.t = 0
+        self.source = "policy"
+        self._prev = np.zeros(7)
+        self._prev[6] = -1.0
+
+    @property
+    def finished(self) -> bool:
+        p, b = self.plan, self.behaviour.name
+        if b == "cut":
+            return self.t >= p["cut_step"] + p["tail_steps"]
+        if b in ("random", "zero"):
+            return self.t >= p["segment_steps"]
+        return False
+
+    def reset(self) -> None:
+        if self.base is not None and self.behaviour.name not in ("random", "zero"):
+            self.base.reset()
+        self.t = 0
+        self._prev = np.zeros(7)
+        self._prev[6] = -1.0
+
+    def _random(self) -> np.ndarray:
+        a = self._prev.copy() if self.source == "random" else np.zeros(7)
+        a[:6] = np.clip(RANDOM_RHO * a[:6] + self.rng.normal(0.0, RANDOM_SIGMA, 6), -1.0, 1.0)
+        a[6] = self._prev[6] if self.rng.uniform() >= RANDOM_GRIPPER_FLIP else -self._prev[6]
+        return a
+
+    def act(self, obs: Any) -> np.ndarray:
+        b, p, t = self.behaviour.name, self.plan, self.t
+        if b == "zero" or (b == "cut" and t >= p["cut_step"] and p["tail"] == "zero"):
+            a, src = np.zeros(7), "zero"
+            a[6] = self._prev[6] if b == "cut" else -1.0
+        elif b == "random" or (b == "cut" and t >= p["cut_step"]):
+            a, src = self._random(), "random"
+        else:
+            a = np.asarray(self.base.act(obs), dtype=np.float64).copy()  # type: ignore[union-attr]
+            src = "policy"
+            if b == "noise":
+                a[:6] = np.clip(a[:6] + self.rng.normal(0.0, self.behaviour.noise, 6), -1.0, 1.0)
+                src = "noise"
+            elif b == "burst" and p["burst_start"] <= t < p["burst_start"] + p["burst_steps"]:
+                a, src = self._random(), "random"
+        self.source = src
+        self._prev = a
+        self.t += 1
+        return np.clip(a, -1.0, 1.0).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------- rollout
 @dataclass
 class EpisodeResult:
     success: bool
     steps: int
     episode: Episode
+    sources: list[str] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
 
 
-def rollout(env: Any, policy: Policy, *, seed: int, init_state_id: int) -> EpisodeResult:
-    """Run one episode and record observations (taken before each action), states and actions."""
+def rollout(
+    env: Any, policy: Policy, *, seed: int, init_state_id: int | None = None, options: dict[str, Any] | None = None
+) -> EpisodeResult:
+    """Run one episode and record observations (taken before each action), states and actions.
+
+    ``options`` are the env's reset options (default ``{"init_state_id": init_state_id}``). A policy with a true
+    ``finished`` attribute ends the episode early (not a success unless the env said so).
+    """
     u = env.unwrapped
-    obs, info = env.reset(seed=seed, options={"init_state_id": init_state_id})
+    if options is None:
+        options = {"init_state_id": init_state_id}
+    obs, reset_info = env.reset(seed=seed, options=options)
     policy.reset()
     rec: dict[str, list] = {k: [] for k in ("a", "s", "rs", "img", "wrist", "ee", "grip", "joint")}
+    sources: list[str] = []
     success = False
-    while True:
+    while not getattr(policy, "finished", False) or not rec["a"]:
         raw = u.raw_observation
         rec["s"].append(np.asarray(u.get_sim_state(), dtype=np.float64))
         rec["rs"].append(np.concatenate([raw["robot0_gripper_qpos"], raw["robot0_eef_pos"], raw["robot0_eef_quat"]]))
@@ -112,11 +289,13 @@ def rollout(env: Any, policy: Policy, *, seed: int, init_state_id: int) -> Episo
         if "wrist_image" in obs:
             rec["wrist"].append(obs["wrist_image"])
         a = np.asarray(policy.act(obs), dtype=np.float32)
+        sources.append(str(getattr(policy, "source", "policy")))
         rec["a"].append(a.astype(np.float64))
         obs, _, terminated, truncated, info = env.step(a)
         if terminated or truncated:
             success = bool(info.get("is_success", False))
             break
+    init_id = reset_info.get("init_state_id", options.get("init_state_id"))
     ep = Episode(
         actions=np.stack(rec["a"]),
         states=np.stack(rec["s"]),
@@ -126,9 +305,20 @@ def rollout(env: Any, policy: Policy, *, seed: int, init_state_id: int) -> Episo
         ee_states=np.stack(rec["ee"]),
         gripper_states=np.stack(rec["grip"]),
         joint_states=np.stack(rec["joint"]),
-        attrs={"init_state_id": int(init_state_id), "seed": int(seed)},
+        attrs={"init_state_id": -1 if init_id is None else int(init_id), "seed": int(seed)},
     )
-    return EpisodeResult(success, len(ep), ep)
+    return EpisodeResult(success, len(ep), ep, sources, dict(reset_info))
+
+
+def _segments(sources: Sequence[str]) -> list[list[Any]]:
+    """Run-length ``[kind, start, end)`` of per-step sources."""
+    out: list[list[Any]] = []
+    for i, s in enumerate(sources):
+        if out and out[-1][0] == s:
+            out[-1][2] = i + 1
+        else:
+            out.append([s, i, i + 1])
+    return out
 
 
 def _atomic_json(path: Path, obj: Any) -> None:
@@ -140,6 +330,14 @@ def _atomic_json(path: Path, obj: Any) -> None:
 def _slot_seed(base_seed: int, task_id: int, slot: int, attempt: int) -> int:
     # Distinct, stable seeds per (task, slot, attempt): resuming reproduces the same episodes.
     return int(base_seed) * 1_000_003 + task_id * 100_000 + slot * 100 + attempt
+
+
+def _stack_versions() -> dict[str, Any]:
+    """The simulator versions that change recorded episodes (mujoco, robosuite, LIBERO)."""
+    from wvla_gym.utils.libero_setup import stack_versions
+
+    v = stack_versions()
+    return {k: v.get(k) for k in sorted(v) if k in ("mujoco", "robosuite") or "libero" in k}
 
 
 @dataclass
@@ -154,8 +352,14 @@ class RecordConfig:
     wrist: bool = True
     noop_filter: bool = True
     compression: str | None = "gzip"
-    first_init_state: int = 0  # slot i starts from fixed init state (first_init_state + i) % n_init
-    policy_info: dict[str, Any] | None = None  # reported in the manifest (e.g. the expert's name and noise)
+    first_init_state: int = 0  # slot i starts from fixed init state first_init_state + i (fresh placements after)
+    policy_info: dict[str, Any] | None = None  # identity + manifest (name, noise, checkpoint and its digest...)
+    keep_failures: bool = False
+    behaviours: Sequence[str] = ("expert",)
+    noise_levels: Sequence[float] = ()
+    placement: str = "fixed"
+    perturb_radius: float = 0.0
+    restart: bool = False
 
 
 def _validate(cfg: RecordConfig) -> None:
@@ -173,36 +377,16 @@ def _validate(cfg: RecordConfig) -> None:
         0 <= cfg.first_init_state < NUM_INIT_STATES
     ):
         raise ValueError(f"first_init_state={cfg.first_init_state!r}; expected an int in [0, {NUM_INIT_STATES})")
-
-
-def parse_tasks(spec: str | Iterable[int], suite: str) -> list[int]:
-    """``"all"``, ``"0,3,5"``, ``"0-4"`` or a list of ints -> sorted task ids of ``suite``."""
-    if suite not in SUITE_NUM_TASKS:
-        raise ValueError(f"suite={suite!r}; expected one of {sorted(SUITE_NUM_TASKS)}")
-    n = SUITE_NUM_TASKS[suite]
-    if isinstance(spec, str):
-        s = spec.strip().lower()
-        if s == "all":
-            return list(range(n))
-        ids: list[int] = []
-        try:
-            for part in s.split(","):
-                if "-" in part:
-                    lo, hi = part.split("-")
-                    ids.extend(range(int(lo), int(hi) + 1))
-                elif part:
-                    ids.append(int(part))
-        except ValueError as e:
-            raise ValueError(f"tasks={spec!r}; expected 'all', a comma list like '0,3,5' or a range like '0-4'") from e
-    else:
-        ids = [int(t) for t in spec]
-    for t in ids:
-        validate_suite_task(suite, t)
-    return sorted(set(ids))
+    if cfg.placement not in PLACEMENTS:
+        raise ValueError(f"placement={cfg.placement!r}; expected one of {list(PLACEMENTS)}")
+    r = cfg.perturb_radius
+    if isinstance(r, bool) or not isinstance(r, (int, float)) or not np.isfinite(r) or not 0 <= r <= MAX_PERTURB_RADIUS:
+        raise ValueError(f"perturb_radius={r!r}; expected a float in [0, {MAX_PERTURB_RADIUS}] (metres)")
+    expand_behaviours(cfg.behaviours, cfg.noise_levels)
 
 
 class Recorder:
-    """Records ``episodes_per_task`` successful episodes per task (see the module docstring).
+    """Records ``episodes_per_task`` episodes per task (see the module docstring).
 
     Args:
         config: what to record and where.
@@ -224,6 +408,7 @@ class Recorder:
             raise ValueError("policy_factory must be callable as policy_factory(env, seed, perturbed)")
         self.cfg = config
         self.cfg.out = Path(config.out)
+        self.behaviours = expand_behaviours(config.behaviours, config.noise_levels)
         self.policy_factory = policy_factory
         self.make_env = make_env or self._gym_make
         self.progress = progress
@@ -247,48 +432,109 @@ class Recorder:
     def final_path(self, task_name: str) -> Path:
         return self.cfg.out / f"{task_name}_demo.hdf5"
 
-    # ------------------------------------------------------------------ manifest
+    # ------------------------------------------------------------------ identity + manifest
+    def identity(self) -> dict[str, Any]:
+        """Every setting that changes a slot's content (not the task list, not the episode count)."""
+        c = self.cfg
+        return {
+            "suite": c.suite,
+            "resolution": c.resolution,
+            "wrist": c.wrist,
+            "noop_filter": c.noop_filter,
+            "seed": c.seed,
+            "max_attempts": c.max_attempts,
+            "keep_failures": c.keep_failures,
+            "behaviours": [b.key for b in self.behaviours],
+            "placement": c.placement,
+            "perturb_radius": float(c.perturb_radius),
+            "first_init_state": c.first_init_state,
+            "policy": c.policy_info or {},
+            "versions": _stack_versions(),
+        }
+
+    def _legacy_compatible(self) -> bool:
+        """A folder from the recorder before run identities: adopt it when its manifest matches this run."""
+        if not self.manifest_path.exists():
+            return False
+        m = json.loads(self.manifest_path.read_text())
+        c = self.cfg
+        same = all(m.get(k) == getattr(c, k) for k in ("suite", "resolution", "seed", "wrist", "noop_filter", "max_attempts"))
+        same = same and m.get("first_init_state", 0) == c.first_init_state and m.get("policy", {}) == (c.policy_info or {})
+        versions = m.get("versions", {})
+        same = same and all(versions.get(k) == v for k, v in _stack_versions().items())
+        defaults = not c.keep_failures and [b.key for b in self.behaviours] == ["expert"] and c.placement == "fixed"
+        return bool(same and defaults and c.perturb_radius == 0)
+
+    def _has_results(self, out: Path) -> bool:
+        if self._legacy_compatible():
+            return False
+        return self.manifest_path.exists() or (out / ".staging").exists() or any(out.glob("*_demo.hdf5"))
+
+    @staticmethod
+    def _clear(out: Path) -> None:
+        """``--restart``: delete what the recorder wrote (nothing else in the folder)."""
+        shutil.rmtree(out / ".staging", ignore_errors=True)
+        for p in [out / MANIFEST_NAME, *out.glob("*_demo.hdf5")]:
+            p.unlink(missing_ok=True)
+
+    def _claim(self) -> None:
+        from wvla_gym.utils.run_identity import claim_run
+
+        claim_run(self.cfg.out, RUN_KIND, self.identity(), restart=self.cfg.restart, clear=self._clear,
+                  has_results=self._has_results)
+
     def _load_manifest(self) -> dict[str, Any]:
-        if self.manifest_path.exists():
-            m = json.loads(self.manifest_path.read_text())
-            for key in ("suite", "resolution", "episodes_per_task", "seed", "first_init_state"):
-                if m.get(key, 0 if key == "first_init_state" else None) != getattr(self.cfg, key):
-                    raise ValueError(
-                        f"{self.manifest_path} was recorded with {key}={m.get(key)!r}, this run asks for "
-                        f"{getattr(self.cfg, key)!r}; use another --out or the same settings to resume"
-                    )
-            return m
         from wvla_gym import __version__
         from wvla_gym.utils.libero_setup import stack_versions
 
-        return {
-            "suite": self.cfg.suite,
-            "resolution": self.cfg.resolution,
-            "episodes_per_task": self.cfg.episodes_per_task,
-            "max_attempts": self.cfg.max_attempts,
-            "seed": self.cfg.seed,
-            "first_init_state": self.cfg.first_init_state,
-            "wrist": self.cfg.wrist,
-            "noop_filter": self.cfg.noop_filter,
-            "policy": self.cfg.policy_info or {},
+        m: dict[str, Any] = {"tasks": {}}
+        if self.manifest_path.exists():
+            m = json.loads(self.manifest_path.read_text())
+            # Tasks finished before episodes_per_task was a per-task field carry the folder's old count.
+            for entry in m.get("tasks", {}).values():
+                entry.setdefault("episodes_per_task", m.get("episodes_per_task"))
+        c = self.cfg
+        m.update({
+            "suite": c.suite,
+            "resolution": c.resolution,
+            "episodes_per_task": c.episodes_per_task,
+            "max_attempts": c.max_attempts,
+            "seed": c.seed,
+            "first_init_state": c.first_init_state,
+            "wrist": c.wrist,
+            "noop_filter": c.noop_filter,
+            "policy": c.policy_info or {},
+            "keep_failures": c.keep_failures,
+            "behaviours": [b.key for b in self.behaviours],
+            "placement": c.placement,
+            "perturb_radius": float(c.perturb_radius),
             "images_rotated_180": True,
             "wvla_gym_version": __version__,
             "versions": stack_versions(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "tasks": {},
-        }
+        })
+        m.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S"))
+        return m
 
     @staticmethod
     def _task_summary(slots: dict[int, dict[str, Any]]) -> dict[str, Any]:
-        """Counts and expert success rates from per-slot attempt logs."""
-        first = [s["attempts"][0] for s in slots.values() if s["attempts"]]
-        first = [a for a in first if not a["perturbed"]]
-        every = [a for s in slots.values() for a in s["attempts"]]
+        """Counts, counts by behaviour and success, and expert success rates from per-slot attempt logs."""
+        first = [s["attempts"][0] for s in slots.values() if s.get("attempts")]
+        first = [a for a in first if not a["perturbed"] and a.get("behaviour", "expert") == "expert"
+                 and a.get("placement_mode", "fixed") == "fixed" and a["init_state_id"] >= 0]
+        every = [a for s in slots.values() for a in s.get("attempts", [])]
         ok_first = sum(a["success"] for a in first)
         ok_all = sum(a["success"] for a in every)
+        by: dict[str, dict[str, int]] = {}
+        for s in slots.values():
+            if s.get("kept"):
+                b = by.setdefault(s.get("behaviour", "expert"), {"episodes": 0, "successes": 0, "failures": 0})
+                b["episodes"] += 1
+                b["successes" if s.get("success", True) else "failures"] += 1
         return {
             "episodes_kept": sum(1 for s in slots.values() if s["kept"]),
+            "episodes_failed_kept": sum(1 for s in slots.values() if s["kept"] and not s.get("success", True)),
             "slots_failed": sorted(i for i, s in slots.items() if not s["kept"]),
+            "by_behaviour": by,
             "expert_success_fixed_init": {
                 "successes": ok_first, "trials": len(first), "rate": ok_first / len(first) if first else None,
                 "init_state_ids": sorted(a["init_state_id"] for a in first),
@@ -304,7 +550,7 @@ class Recorder:
     @staticmethod
     def _read_slots(staging: Path) -> dict[int, dict[str, Any]]:
         """Completed slots found on disk (episode files and failure markers)."""
-        h5py = _h5py()
+        h5py = require_h5py()
         slots: dict[int, dict[str, Any]] = {}
         if not staging.exists():
             return slots
@@ -318,9 +564,11 @@ class Recorder:
                     slots[int(p.name[3:8])] = json.loads(f["data"].attrs["slot_info"])
         return slots
 
-    def _assemble(self, task_name: str, staging: Path, file_attrs: dict[str, Any]) -> int:
-        h5py = _h5py()
+    def _assemble(self, task_name: str, staging: Path, file_attrs: dict[str, Any],
+                  slots: dict[int, dict[str, Any]], *, bddl_file_name: str | None = None) -> int:
+        h5py = require_h5py()
         files = sorted(p for p in staging.glob("ep_*.hdf5") if not p.name.startswith("."))
+        failed = [slots[i] for i in sorted(slots) if not slots[i]["kept"]]
 
         def fill(f):
             data = f.create_group("data")
@@ -328,11 +576,44 @@ class Recorder:
             for i, p in enumerate(files):
                 with h5py.File(p, "r") as src:
                     src.copy(src["data"]["demo_0"], data, name=f"demo_{i}")
+                    data[f"demo_{i}"].attrs["slot_info"] = src["data"].attrs["slot_info"]
                     total += int(src["data"]["demo_0"].attrs["num_samples"])
-            write_file_attrs(data, {**file_attrs, "num_demos": len(files), "total": total})
+            write_file_attrs(data, {**file_attrs, "num_demos": len(files), "total": total,
+                                    "failed_slots": json.dumps(failed)}, bddl_file_name=bddl_file_name)
 
         atomic_write_hdf5(self.final_path(task_name), fill)
         return len(files)
+
+    def _unpack(self, final: Path, staging: Path, entry: dict[str, Any]) -> None:
+        """Extend a finished task: put its episodes (and failure markers) back into staging, atomically each."""
+        h5py = require_h5py()
+        staging.mkdir(parents=True, exist_ok=True)
+        with h5py.File(final, "r") as f:
+            data = f["data"]
+            for n in demo_names(data):
+                g = data[n]
+                if "slot_info" in g.attrs:
+                    info = json.loads(g.attrs["slot_info"])
+                else:  # written before slot_info was stored per demo
+                    slot = int(g.attrs["slot"])
+                    info = {"slot": slot, "kept": True, "attempts": [], "steps_kept": int(g.attrs["num_samples"])}
+                dst = staging / f"ep_{int(info['slot']):05d}.hdf5"
+                if dst.exists():
+                    continue
+
+                def fill(out, g=g, info=info):
+                    d = out.create_group("data")
+                    d.attrs["slot_info"] = json.dumps(info)
+                    f.copy(g, d, name="demo_0")
+
+                atomic_write_hdf5(dst, fill)
+            failed = json.loads(data.attrs["failed_slots"]) if "failed_slots" in data.attrs else [
+                {"slot": int(i), "kept": False, "attempts": []} for i in entry.get("slots_failed", [])
+            ]
+        for info in failed:
+            marker = staging / f"ep_{int(info['slot']):05d}.failed.json"
+            if not marker.exists():
+                _atomic_json(marker, info)
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> dict[str, Any]:
@@ -341,6 +622,7 @@ class Recorder:
 
         cfg = self.cfg
         cfg.out.mkdir(parents=True, exist_ok=True)
+        self._claim()
         manifest = self._load_manifest()
         total = len(cfg.tasks) * cfg.episodes_per_task
         bar = tqdm(total=total, desc=f"record {cfg.suite}", unit="ep", disable=not self.progress)
@@ -355,10 +637,13 @@ class Recorder:
         cfg = self.cfg
         entry = manifest["tasks"].get(str(task_id))
         if entry and entry.get("complete") and Path(cfg.out / entry["file"]).exists():
-            # A kill between the manifest update and the clean-up can leave the staging folder behind.
-            shutil.rmtree(self._staging(entry["task_name"]), ignore_errors=True)
-            bar.update(cfg.episodes_per_task)
-            return
+            staging = self._staging(entry["task_name"])
+            if int(entry.get("episodes_per_task") or 0) >= cfg.episodes_per_task:
+                # A kill between the manifest update and the clean-up can leave the staging folder behind.
+                shutil.rmtree(staging, ignore_errors=True)
+                bar.update(cfg.episodes_per_task)
+                return
+            self._unpack(cfg.out / entry["file"], staging, entry)
         env = self.make_env(cfg.suite, task_id, cfg.resolution, cfg.wrist)
         try:
             u = env.unwrapped
@@ -378,6 +663,8 @@ class Recorder:
                 "resolution": cfg.resolution,
                 ROTATED_ATTR: True,
                 "noop_filtered": cfg.noop_filter,
+                "keep_failures": cfg.keep_failures,
+                "behaviours": [b.key for b in self.behaviours],
             }
             for slot in range(cfg.episodes_per_task):
                 if slot in slots:
@@ -385,7 +672,9 @@ class Recorder:
                 slots[slot] = self._record_slot(env, task_id, slot, n_init, staging)
                 bar.update(1)
                 self._write_manifest(manifest, task_id, task_name, instruction, slots, complete=False)
-            self._assemble(task_name, staging, file_attrs)
+            # LIBERO's own readers (get_dataset_info) need the task's BDDL file name and content.
+            bddl = getattr(u, "bddl_file", None)
+            self._assemble(task_name, staging, file_attrs, slots, bddl_file_name=None if bddl is None else str(bddl))
             self._write_manifest(manifest, task_id, task_name, instruction, slots, complete=True)
             shutil.rmtree(staging, ignore_errors=True)
             with contextlib.suppress(OSError):
@@ -399,40 +688,67 @@ class Recorder:
             "instruction": instruction,
             "file": self.final_path(task_name).name,
             "complete": complete,
+            "episodes_per_task": max(len(slots), self.cfg.episodes_per_task) if complete else None,
             **self._task_summary(slots),
         }
         manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         _atomic_json(self.manifest_path, manifest)
 
+    def slot_start(self, slot: int, n_init: int) -> dict[str, Any]:
+        """The reset options of a slot: a fixed init state while one is left, else a fresh placement."""
+        cfg = self.cfg
+        k = cfg.first_init_state + slot
+        opts: dict[str, Any] = (
+            {"init_state_id": k} if cfg.placement == "fixed" and k < n_init else {"placement": "sampled"}
+        )
+        if cfg.perturb_radius > 0:
+            opts["perturb_radius"] = float(cfg.perturb_radius)
+        return opts
+
     def _record_slot(self, env: Any, task_id: int, slot: int, n_init: int, staging: Path) -> dict[str, Any]:
         cfg = self.cfg
-        init_id = (cfg.first_init_state + slot) % n_init
+        behaviour = self.behaviours[slot % len(self.behaviours)]
+        options = self.slot_start(slot, n_init)
+        init_id = int(options.get("init_state_id", -1))
+        mode = "sampled" if options.get("placement") == "sampled" else "fixed"
         attempts: list[dict[str, Any]] = []
         for attempt in range(cfg.max_attempts):
-            perturbed = cfg.first_init_state + slot >= n_init or attempt > 0
+            perturbed = attempt > 0 and behaviour.name == "expert"
             seed = _slot_seed(cfg.seed, task_id, slot, attempt)
-            policy = self.policy_factory(env, seed, perturbed)
-            res = rollout(env, policy, seed=seed, init_state_id=init_id)
-            attempts.append({"seed": seed, "perturbed": perturbed, "init_state_id": init_id,
-                             "success": res.success, "steps": res.steps})
-            if not res.success:
+            base = None if behaviour.name in ("random", "zero") else self.policy_factory(env, seed, perturbed)
+            policy = BehaviourPolicy(base, behaviour, seed)
+            res = rollout(env, policy, seed=seed, options=dict(options))
+            attempts.append({"seed": seed, "perturbed": perturbed, "init_state_id": init_id, "placement_mode": mode,
+                             "behaviour": behaviour.key, "success": res.success, "steps": res.steps})
+            if not (res.success or cfg.keep_failures):
                 continue
             ep = res.episode
             n_raw = len(ep)
+            sources = list(res.sources)
             if cfg.noop_filter:
-                ep = ep.subset(noop_mask(ep.actions))
-            info = {"slot": slot, "kept": True, "attempts": attempts, "steps_raw": n_raw,
-                    "steps_kept": len(ep), "noop_dropped": n_raw - len(ep)}
-            ep.attrs.update({"slot": slot, "perturbed": perturbed, "steps_raw": n_raw})
+                keep = noop_mask(ep.actions) | (np.asarray(sources) == "zero")
+                if keep.any():
+                    ep = ep.subset(keep)
+                    sources = [s for s, k in zip(sources, keep, strict=True) if k]
+            info = {"slot": slot, "kept": True, "success": res.success, "behaviour": behaviour.key,
+                    "attempts": attempts, "steps_raw": n_raw, "steps_kept": len(ep), "noop_dropped": n_raw - len(ep)}
+            placement = res.info.get("placement") or {"mode": "fixed", "init_state_id": init_id}
+            ep.attrs.update({
+                "slot": slot, "attempt": attempt, "perturbed": perturbed, "steps_raw": n_raw,
+                "success": bool(res.success), "behaviour": behaviour.key, "behaviour_name": behaviour.name,
+                "noise_level": float(behaviour.noise), "plan": json.dumps(policy.plan),
+                "segments": json.dumps(_segments(sources)), "placement": json.dumps(placement, default=float),
+                "placement_mode": mode, "perturb_radius": float(cfg.perturb_radius),
+            })
 
-            def fill(f, ep=ep, info=info):
+            def fill(f, ep=ep, info=info, success=res.success):
                 data = f.create_group("data")
                 data.attrs["slot_info"] = json.dumps(info)
-                write_demo(data.create_group("demo_0"), ep, success=True, compression=cfg.compression)
+                write_demo(data.create_group("demo_0"), ep, success=success, compression=cfg.compression)
 
             atomic_write_hdf5(staging / f"ep_{slot:05d}.hdf5", fill)
             return info
-        info = {"slot": slot, "kept": False, "attempts": attempts}
+        info = {"slot": slot, "kept": False, "behaviour": behaviour.key, "attempts": attempts}
         _atomic_json(staging / f"ep_{slot:05d}.failed.json", info)
         return info
 
@@ -472,7 +788,7 @@ def replay_file(
     """
     from tqdm.auto import tqdm
 
-    h5py = _h5py()
+    h5py = require_h5py()
     dst = Path(dst)
     if dst.exists():
         with h5py.File(dst, "r") as f:
