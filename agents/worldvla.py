@@ -32,7 +32,9 @@ class WorldVLAAgent:
     the constructor or ``reset``; none of them -> ``ValueError``.
 
     Vector envs: ``act_batch(obs_batch)`` keeps one history and queue per sub-env and batches the model call over
-    the sub-envs whose queues are empty. SB3: ``predict(obs, state, episode_start, deterministic)`` implements
+    the sub-envs whose queues are empty. Several agents may share one runtime (weights loaded once): each agent
+    owns its histories and queues, and ``WorldVLAAgent.act_group(agents, observations)`` serves agents that
+    share a ``batch_key()`` with one model call (the evaluation backends use it for per-slot agents). SB3: ``predict(obs, state, episode_start, deterministic)`` implements
     ``PolicyPredictor``, so ``stable_baselines3.common.evaluation.evaluate_policy(agent, vec_env)`` runs it.
     """
 
@@ -51,8 +53,8 @@ class WorldVLAAgent:
             raise ValueError(f"n_action_steps={n_action_steps!r}; expected None or a positive int")
         if decode not in ("parallel", "sequential"):
             raise ValueError(f"decode={decode!r}; expected 'parallel' or 'sequential'")
-        if instruction is not None and not isinstance(instruction, str):
-            raise ValueError(f"instruction={instruction!r}; expected a str or None")
+        if instruction is not None:
+            _check_instruction(instruction, "instruction")
         self.runtime = runtime
         self.instruction = instruction
         self.n_action_steps = int(k)
@@ -91,9 +93,7 @@ class WorldVLAAgent:
     def reset(self, instruction: str | None = None, *, num_envs: int | None = None) -> None:
         """Start new episodes: clears frame histories and action queues (and sets the instruction if given)."""
         if instruction is not None:
-            if not isinstance(instruction, str):
-                raise ValueError(f"instruction={instruction!r}; expected a str")
-            self.instruction = instruction
+            self.instruction = _check_instruction(instruction, "instruction")
         n = len(self._queues) if num_envs is None else num_envs
         self._histories = [deque(maxlen=self.history_len) for _ in range(n)]
         self._queues = [deque() for _ in range(n)]
@@ -128,11 +128,9 @@ class WorldVLAAgent:
 
     def _instructions(self, obs: Mapping, info: Any, n: int) -> list[str]:
         if "instruction" in obs:
-            val = obs["instruction"]
-            out = [val] * n if isinstance(val, str) else [str(v) for v in val]
+            out = _instruction_list(obs["instruction"], "obs['instruction']", n)
         elif isinstance(info, Mapping) and "task_description" in info:
-            val = info["task_description"]
-            out = [val] * n if isinstance(val, str) else [str(v) for v in val]
+            out = _instruction_list(info["task_description"], "info['task_description']", n)
         elif self.instruction is not None:
             out = [self.instruction] * n
         else:
@@ -190,6 +188,81 @@ class WorldVLAAgent:
         self._ensure_envs(len(frames))
         return self._step_batch(frames, self._instructions(obs_batch, infos, len(frames)))
 
+    # ------------------------------------------------------------------ per-slot agents, one model call
+    def batch_key(self) -> tuple[Any, ...]:
+        """Agents with equal keys can be served by one :meth:`act_group` call (same runtime and decoding)."""
+        return (id(self.runtime), self.decode, self.constrain_actions, self.n_action_steps)
+
+    @classmethod
+    def act_group(cls, agents: list[WorldVLAAgent], observations: list[Mapping[str, Any]]) -> list[Any]:
+        """``agent.act(obs)`` for every pair, with one batched model call for the agents whose queues are empty.
+
+        Each agent keeps its own frame history and chunk queue, so the actions equal separate ``act`` calls
+        (up to the float rounding of a batched forward pass). Returns an action ``(7,)`` per agent, or the
+        exception its input raised (that agent's state is then left unchanged).
+        """
+        if len(agents) != len(observations):
+            raise ValueError(f"act_group got {len(agents)} agents and {len(observations)} observations")
+        keys = {a.batch_key() for a in agents}
+        if len(keys) > 1:
+            raise ValueError("act_group needs agents with one batch_key(): the same runtime and decoding settings")
+        out: list[Any] = [None] * len(agents)
+        ready: list[tuple[int, np.ndarray, str]] = []
+        for j, (agent, obs) in enumerate(zip(agents, observations, strict=True)):
+            try:
+                frame = agent._frames(obs, batched=False)[0]
+                agent._ensure_envs(1)
+                ready.append((j, frame, agent._instructions(obs, None, 1)[0]))
+            except Exception as exc:  # this agent's input is bad: only its episode ends
+                out[j] = exc
+        if not ready:
+            return out
+        t0 = time.perf_counter()
+        for j, frame, _ in ready:
+            agents[j]._histories[0].append(frame)
+        need = [(j, text) for j, _, text in ready if not agents[j]._queues[0]]
+        if need:
+            lead = agents[need[0][0]]
+            t1 = time.perf_counter()
+            try:
+                chunks = lead.runtime.predict_action_chunk(
+                    [list(agents[j]._histories[0]) for j, _ in need], [text for _, text in need],
+                    decode=lead.decode, constrain_actions=lead.constrain_actions, n_actions=lead.n_action_steps,
+                )
+            except Exception as exc:  # the model call failed for the whole group: undo the history appends
+                for j, _, _ in ready:
+                    agents[j]._histories[0].pop()
+                    out[j] = exc
+                return out
+            dt = time.perf_counter() - t1
+            for (j, _), chunk in zip(need, chunks, strict=True):
+                agents[j]._queues[0].extend(np.asarray(chunk, dtype=np.float32))
+                agents[j].timing["model_s"] += dt / len(need)
+                agents[j].timing["queries"] += 1
+        dt = time.perf_counter() - t0
+        for j, _, _ in ready:
+            out[j] = agents[j]._queues[0].popleft().astype(np.float32)
+            agents[j].timing["act_s"] += dt / len(ready)
+            agents[j].timing["steps"] += 1
+        return out
+
+    def knobs(self) -> dict[str, Any]:
+        """The settings that change this agent's actions, for results files (the evaluation summary)."""
+        rt = self.runtime
+        ckpt = getattr(rt, "checkpoint_dir", None)
+        return {
+            "K": self.n_action_steps,
+            "M": self.history_len,
+            "decode": self.decode,
+            "constrain_actions": self.constrain_actions,
+            "resolution": self.resolution,
+            "image_key": self.image_key,
+            "checkpoint_dir": None if ckpt is None else str(ckpt),
+            "device": str(getattr(rt, "device", "cpu")),
+            "dtype": str(getattr(rt, "dtype", "")).removeprefix("torch."),
+            "attn_implementation": getattr(rt, "attn_implementation", None),
+        }
+
     # ------------------------------------------------------------------ SB3 PolicyPredictor
     def predict(
         self,
@@ -222,3 +295,28 @@ class WorldVLAAgent:
             f"decode={self.decode!r})"
         )
 
+
+
+#: Instructions longer than this are refused before tokenisation (LIBERO's longest is under 100 characters).
+MAX_INSTRUCTION_CHARS = 1000
+
+
+def _check_instruction(text: Any, name: str) -> str:
+    if not isinstance(text, str):
+        raise ValueError(f"{name}={text!r} is a {type(text).__name__}; expected a str (the task instruction)")
+    if not text.strip():
+        raise ValueError(f"{name} is empty; expected the task instruction, e.g. info['task_description']")
+    if len(text) > MAX_INSTRUCTION_CHARS:
+        raise ValueError(
+            f"{name} has {len(text)} characters; expected at most {MAX_INSTRUCTION_CHARS} (a task instruction)"
+        )
+    return text
+
+
+def _instruction_list(val: Any, name: str, n: int) -> list[str]:
+    if isinstance(val, str):
+        return [_check_instruction(val, name)] * n
+    if isinstance(val, (list, tuple, np.ndarray)):
+        return [_check_instruction(v.item() if isinstance(v, np.generic) else v, f"{name}[{i}]")
+                for i, v in enumerate(val)]
+    raise ValueError(f"{name} is a {type(val).__name__}; expected a str or a list of str (one per env)")

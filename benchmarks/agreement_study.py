@@ -33,6 +33,7 @@ import tyro
 from wvla_gym.evaluation import EvalConfig, evaluate, read_records
 from wvla_gym.evaluation.agreement import agreement_from_records, format_table
 from wvla_gym.evaluation.policies import RandomPolicy, ReplayPolicy, ZeroPolicy
+from wvla_gym.utils.run_identity import path_digest
 
 
 @dataclass
@@ -42,7 +43,8 @@ class StudyArgs:
     trials: int = 50
     noise_levels: list[float] = field(default_factory=lambda: [0.0, 0.3, 0.6])
     worldvla: list[str] = field(default_factory=list)
-    """WorldVLA checkpoints (e.g. from different training steps) to add as closed-loop policies."""
+    """WorldVLA checkpoints (e.g. from different training steps) to add as closed-loop policies; ``default`` is
+    the embedded default model. Each env slot gets its own agent (history, queue) on one shared runtime."""
     world_model: str | None = None
     """Imagined env checkpoint; default: the embedded default model."""
     resolution: int = 256
@@ -83,24 +85,31 @@ def main(argv: list[str] | None = None) -> int:
     policies = []
     for noise in args.noise_levels:
         r = resolve_policy("scripted", noise_std=noise)
-        policies.append((r.name, r.factory, True))
+        policies.append((r.name, r.factory, True, r.knobs))
     unknown = sorted(set(args.baselines) - {"random", "zero"})
     if unknown:
         raise ValueError(f"baselines={args.baselines!r}; expected a subset of ['random', 'zero']")
     if "random" in args.baselines:
-        policies.append(("random", lambda env: RandomPolicy(scale=1.0), False))
+        policies.append(("random", lambda env: RandomPolicy(scale=1.0), False, {"scale": 1.0}))
     if "zero" in args.baselines:
-        policies.append(("zero", lambda env: ZeroPolicy(), False))
+        policies.append(("zero", lambda env: ZeroPolicy(), False, {}))
     for ckpt in args.worldvla:
-        r = resolve_policy("worldvla", checkpoint=ckpt)
-        policies.append((r.name, r.factory, False))
-    for name, factory, privileged in policies:
-        evaluate(factory, EvalConfig(env="real", policy_name=name, record_actions=privileged, **common))
+        r = resolve_policy("worldvla", checkpoint=None if ckpt == "default" else ckpt)
+        knobs = dict(r.knobs)
+        if ckpt != "default":  # a retrained checkpoint at the same path is another run
+            knobs["checkpoint_digest"] = path_digest(ckpt)
+        policies.append((r.name, r.factory, False, knobs))
+    from wvla_gym.runtime import DEFAULT_ASSET_DIR
+
+    wm_digest = path_digest(args.world_model or DEFAULT_ASSET_DIR)
+    for name, factory, privileged, knobs in policies:
+        evaluate(factory, EvalConfig(env="real", policy_name=name, record_actions=True, knobs=knobs, **common))
         if not args.imagined:
             continue
         imag_factory = functools.partial(_replay_factory, records_path=str(episodes), policy=name) if privileged else factory
         evaluate(imag_factory, EvalConfig(env="imagined", policy_name=name, imagined_env_kwargs=imagined_kwargs,
-                                          backend=args.imagined_backend, num_envs=args.num_envs, **common))
+                                          backend=args.imagined_backend, num_envs=args.num_envs, knobs={**knobs, "world_model_digest": wm_digest},
+                                          record_actions=True, **common))
     report = agreement_from_records(read_records(episodes))
     (args.out / "agreement.json").write_text(json.dumps(report, indent=2) + "\n")
     table = format_table(report)

@@ -32,7 +32,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=2, help="timed runs per mode; the best is reported")
     ap.add_argument("--agent-steps", type=int, default=10, help="agent.act() calls for the overhead share")
+    ap.add_argument("--json-out", default=None,
+                    help="also write the result with machine/load/version facts: a path, or 'default' for "
+                         "benchmarks/results/decode_speed.json")
     args = ap.parse_args()
+    from bench_io import BenchRecord
+
+    record = BenchRecord("decode_speed")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 
@@ -97,6 +103,7 @@ def main() -> None:
     share = measure_agent_overhead(rt, args.agent_steps, args.seed)
     print(f"agent overhead: {100 * share:.2f} % of act() time outside model calls ({args.agent_steps} act() calls)")
     result["agent_overhead_share"] = round(share, 4)
+    record.save(result, args.json_out)
     print(json.dumps(result))
 
 

@@ -29,9 +29,15 @@ class Args:
     block: int = 10
     wrist: bool = True
     seed: int = 0
+    json_out: str | None = None
+    """Also write the result with machine/load/version facts: a path, or 'default' for
+    benchmarks/results/env_overhead.json."""
 
 
 def main(args: Args) -> dict:
+    from bench_io import BenchRecord
+
+    record = BenchRecord("env_overhead")
     if not 1 <= args.steps <= 250:
         raise ValueError(f"--steps={args.steps}; expected 1..250 (one episode, inside every suite's step limit)")
     import gymnasium as gym
@@ -90,6 +96,7 @@ def main(args: Args) -> dict:
     print(f"{'LIBERO OffScreenRenderEnv':<28}{out['raw_step_ms']:>18.2f}")
     print(f"{'wvla_gym LiberoEnv':<28}{out['wrapper_step_ms']:>18.2f}")
     print(f"{'ratio':<28}{out['step_ratio']:>18.4f}")
+    record.save(out, args.json_out)
     print(json.dumps(out))
     return out
 

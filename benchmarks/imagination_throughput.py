@@ -42,6 +42,9 @@ class Args:
     """torch threads (0 = all cores, capped at 8)"""
     device: str = "cpu"
     seed: int = 0
+    json_out: str | None = None
+    """Also write the result with machine/load/version facts: a path, or 'default' for
+    benchmarks/results/imagination_throughput.json."""
 
 
 def load(args: Args) -> tuple[WorldVLARuntime, str]:
@@ -95,6 +98,9 @@ def real_steps_per_s(resolution: int, args: Args) -> float | None:
 
 
 def main(args: Args) -> dict:
+    from bench_io import BenchRecord
+
+    record = BenchRecord("imagination_throughput")
     threads = args.threads or min(os.cpu_count() or 1, 8)
     torch.set_num_threads(threads)
     rt, model_name = load(args)
@@ -115,6 +121,7 @@ def main(args: Args) -> dict:
         "n16_vs_n1": round(rows[n_max] / rows[min(args.ns)], 3) if n_max == 16 and 1 in rows else None,
         "imagined_n16_vs_real": round(rows[n_max] / real, 3) if real and n_max == 16 else None,
     }
+    record.save(result, args.json_out)
     print(json.dumps(result))
     return result
 

@@ -78,5 +78,41 @@ def push_factory(env) -> PushPolicy:
     return PushPolicy(env)
 
 
+class CountingPolicy:
+    """Stateful on purpose: pushes on steps 3-5 of its own count (success at step 5 on the fake env) and
+    folds every frame it has seen into ``action[1]``. A policy object shared between concurrent episodes
+    would count their steps together and mix their frames, which changes both."""
+
+    def __init__(self, env=None) -> None:
+        self.t, self.acc = 0, 0
+
+    def reset(self, *, seed=None) -> None:
+        self.t, self.acc = 0, 0
+
+    def act(self, obs):
+        self.acc = (self.acc * 31 + int(np.asarray(obs["image"], np.int64).sum())) % 1_000_003
+        self.t += 1
+        push = 1.0 if 3 <= self.t <= 5 else 0.0
+        return np.array([push, (self.acc % 1000) / 1000 - 0.5, 0, 0, 0, 0, -1], np.float32)
+
+
+def counting_factory(env) -> CountingPolicy:
+    return CountingPolicy(env)
+
+
+def seed_init_frame_cache(tasks=(0,), n_init=3, resolution=32, suite="libero_object", seed=3) -> None:
+    """Rendered-init-state cache entries (what real LIBERO would write) with random frames, for imagined-env
+    tests that must not start a simulator. Call it after pointing ``WVLA_GYM_CACHE`` at a temporary folder."""
+    from envs.init_frames import init_frame_path
+
+    rng = np.random.default_rng(seed)
+    for task in tasks:
+        for k in range(n_init):
+            img = rng.integers(0, 256, (resolution, resolution, 3), dtype=np.uint8)
+            path = init_frame_path(suite, task, resolution, k)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(path, image=img, wrist_image=img[::-1], state=np.full(8, k, np.float32))
+
+
 if "EvalFake-v0" not in registry:
     register(id="EvalFake-v0", entry_point=EvalFakeEnv)

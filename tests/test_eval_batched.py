@@ -6,6 +6,9 @@ frame-checksum judge (success depends on the generated pixels, so records agree 
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -15,6 +18,9 @@ from wvla_gym.evaluation.policies import RandomPolicy, ReplayPolicy, ZeroPolicy
 from wvla_gym.judge import CallableJudge
 from wvla_gym.model.tiny import make_tiny_checkpoint
 from wvla_gym.runtime import WorldVLARuntime
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import eval_fakes  # noqa: E402
 
 RES = 32
 TRIALS = 4
@@ -35,15 +41,9 @@ def one_torch_thread():
 def init_frame_cache(tmp_path_factory):
     """Rendered-init-state cache entries for tasks 0 and 1 (what real LIBERO would write), random frames."""
     root = tmp_path_factory.mktemp("wvla_cache")
-    rng = np.random.default_rng(3)
-    for task in (0, 1):
-        for k in range(TRIALS):
-            d = root / "init_frames" / "libero_object" / str(task) / str(RES)
-            d.mkdir(parents=True, exist_ok=True)
-            img = rng.integers(0, 256, (RES, RES, 3), dtype=np.uint8)
-            np.savez(d / f"{k}.npz", image=img, wrist_image=img[::-1], state=np.full(8, k, np.float32))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("WVLA_GYM_CACHE", str(root))
+        eval_fakes.seed_init_frame_cache(tasks=(0, 1), n_init=TRIALS, resolution=RES)
         yield root
 
 

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import tyro
 
-from wvla_gym.evaluation.results import checkpoint_sha256
-from wvla_gym.evaluation.runner import EvalConfig, evaluate
-from wvla_gym.protocol import NUM_INIT_STATES, SUITE_NUM_TASKS
+from wvla_gym.evaluation.config import EvalConfig
+from wvla_gym.evaluation.runner import evaluate
+from wvla_gym.protocol import NUM_INIT_STATES, parse_tasks
+from wvla_gym.utils.run_identity import RunIdentityError, path_digest
 
 
 @dataclass
@@ -64,22 +66,12 @@ class EvalArgs:
     """JSON dict passed to the policy loader (e.g. WorldVLAAgent.from_pretrained)."""
     imagined_kwargs: str = "{}"
     """JSON dict of extra WorldVLA-Imagined-v0 kwargs (e.g. {"success_threshold": 0.5})."""
-    hash_checkpoint: bool = True
-    """Record the SHA-256 of --checkpoint / --world-model in the summary (reads every byte once)."""
-
-
-def _parse_tasks(text: str, suite: str) -> list[int] | None:
-    if text.strip() == "all":
-        return None
-    try:
-        ids = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError as e:
-        raise ValueError(f"--tasks {text!r}; expected 'all' or comma-separated ints like '0,3,7'") from e
-    n = SUITE_NUM_TASKS.get(suite, 0)
-    bad = [t for t in ids if not 0 <= t < n]
-    if not ids or bad:
-        raise ValueError(f"--tasks {text!r}; expected ids in [0, {n - 1}] for {suite}")
-    return ids
+    threads: int = 1
+    """torch intra-op threads (recorded in the summary and the run identity: greedy rollouts can differ
+    between thread counts). 1 holds up best on a shared 2-core machine."""
+    restart: bool = False
+    """Delete this policy's earlier records in --out and start over (by default a resume with other settings
+    is refused, naming them)."""
 
 
 def _parse_json(flag: str, text: str) -> dict:
@@ -95,7 +87,7 @@ def _parse_json(flag: str, text: str) -> dict:
 def build_config(args: EvalArgs) -> tuple[EvalConfig, object]:
     from wvla_gym.cli.policy_spec import resolve_policy
 
-    tasks = _parse_tasks(args.tasks, args.suite)
+    tasks = parse_tasks(args.tasks, args.suite, arg="--tasks")
     resolved = resolve_policy(args.policy, checkpoint=args.checkpoint, noise_std=args.noise_std,
                               policy_kwargs=_parse_json("policy-kwargs", args.policy_kwargs))
     if resolved.privileged and args.env != "real":
@@ -110,17 +102,18 @@ def build_config(args: EvalArgs) -> tuple[EvalConfig, object]:
         knobs["world_model"] = world_model
     if args.checkpoint:
         knobs["checkpoint"] = args.checkpoint
-    if args.hash_checkpoint:
-        for key in ("checkpoint", "world_model"):
-            p = knobs.get(key)
-            if p and Path(p).exists():
-                knobs[f"{key}_sha256"] = checkpoint_sha256(p)
+    # Content hashes make a retrained checkpoint at the same path a different run (see the run identity).
+    for key in ("checkpoint", "world_model"):
+        p = knobs.get(key)
+        if p and Path(p).exists():
+            knobs[f"{key}_digest"] = path_digest(p)
     cfg = EvalConfig(
         suite=args.suite, tasks=tasks, trials=args.trials, env=args.env, seed=args.seed,
         policy_name=args.name or resolved.name, out=args.out, resolution=args.resolution, wrist=args.wrist,
         max_episode_steps=args.max_episode_steps, backend=args.backend, num_envs=args.num_envs,
         policy_in_workers=resolved.privileged, ray_address=args.ray_address, video=args.video,
         retry_errors=args.retry_errors, progress=args.progress, imagined_env_kwargs=imagined_kwargs, knobs=knobs,
+        restart=args.restart,
     )
     cfg.validate()
     return cfg, resolved.factory
@@ -129,12 +122,18 @@ def build_config(args: EvalArgs) -> tuple[EvalConfig, object]:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = tyro.cli(EvalArgs, args=argv, prog="wvla-gym eval")
+    if isinstance(args.threads, bool) or args.threads < 1:
+        print(f"error: --threads {args.threads!r}; expected an int >= 1", file=sys.stderr)
+        return 2
+    import torch
+
+    torch.set_num_threads(args.threads)
     try:
         cfg, factory = build_config(args)
-    except ValueError as e:
-        print(f"error: {e}")
+        summary = evaluate(factory, cfg)
+    except (ValueError, RunIdentityError) as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
-    summary = evaluate(factory, cfg)
     res = summary["results"].get(cfg.policy_name, {})
     for kind, block in res.items():
         for suite, s in block["suites"].items():

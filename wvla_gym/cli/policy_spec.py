@@ -5,7 +5,8 @@ Accepted forms:
 * ``zero`` / ``random``: baselines from :mod:`wvla_gym.evaluation.policies`.
 * ``scripted``: ``agents.scripted.ScriptedLiberoExpert`` (privileged; ``noise_std`` applies). Only on the real
   env; in the vector backend it runs inside the workers.
-* ``worldvla``: ``agents.worldvla.WorldVLAAgent.from_pretrained(checkpoint)``, loaded once per process.
+* ``worldvla``: one ``agents.worldvla.WorldVLAAgent`` per env slot, all sharing one ``WorldVLARuntime``
+  loaded once per process (weights once; histories and queues per slot).
 * ``sb3:PATH`` or ``sb3:ALGO:PATH``: a Stable-Baselines3 ``.zip`` (``model.predict(obs, deterministic=True)``).
 * ``module:callable``: ``callable(env) -> policy`` importable from ``module``.
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,37 +55,41 @@ def _scripted_factory(env: Any, noise_std: float) -> SeededScripted:
     return SeededScripted(env, noise_std)
 
 
+#: ``WorldVLARuntime.from_pretrained`` keyword arguments; the rest go to ``WorldVLAAgent``.
+_RUNTIME_KWARGS = ("device", "dtype", "attn_implementation")
+
+
 @functools.lru_cache(maxsize=4)
-def _load_worldvla(checkpoint: str | None, kwargs_items: tuple[tuple[str, Any], ...]) -> Any:
+def _load_runtime(checkpoint: str | None, runtime_items: tuple[tuple[str, Any], ...]) -> Any:
+    """One runtime per (checkpoint, loading options) and process: it holds weights, never episode state."""
+    from wvla_gym.runtime import WorldVLARuntime
+
+    return WorldVLARuntime.from_pretrained(checkpoint, **dict(runtime_items))
+
+
+def _split_kwargs(kwargs_items: tuple[tuple[str, Any], ...]) -> tuple[tuple, dict[str, Any]]:
+    runtime = tuple((k, v) for k, v in kwargs_items if k in _RUNTIME_KWARGS)
+    agent = {k: v for k, v in kwargs_items if k not in _RUNTIME_KWARGS}
+    return runtime, agent
+
+
+def _worldvla_factory(env: Any, checkpoint: str | None, kwargs_items: tuple[tuple[str, Any], ...]) -> Any:
+    """A fresh agent for this env slot (its own history and queue) on the shared runtime."""
     from agents.worldvla import WorldVLAAgent
 
-    kwargs = dict(kwargs_items)
-    return WorldVLAAgent.from_pretrained(checkpoint, **kwargs) if checkpoint else WorldVLAAgent.from_pretrained(**kwargs)
+    runtime_items, agent_kwargs = _split_kwargs(kwargs_items)
+    instruction = getattr(env.unwrapped, "task_description", None)
+    return WorldVLAAgent(_load_runtime(checkpoint, runtime_items), instruction=instruction, **agent_kwargs)
 
 
-class _InstructedAgent:
-    """One task's view of a shared WorldVLA agent: hands it the env's instruction at every reset."""
+class _NoEnv:
+    """Stands in for an env when an agent is built only to validate options and read its knobs."""
 
-    def __init__(self, agent: Any, instruction: str | None) -> None:
-        self.agent, self.instruction = agent, instruction
-        params = inspect.signature(agent.reset).parameters
-        self._reset_takes_instruction = "instruction" in params
+    task_description = None
 
-    def reset(self, *, seed: int | None = None) -> None:
-        if self._reset_takes_instruction:
-            self.agent.reset(instruction=self.instruction)
-        else:
-            if hasattr(self.agent, "instruction"):
-                self.agent.instruction = self.instruction
-            self.agent.reset()
-
-    def act(self, obs: Any) -> np.ndarray:
-        return self.agent.act(obs)
-
-
-def _worldvla_factory(env: Any, checkpoint: str | None, kwargs_items: tuple[tuple[str, Any], ...]) -> _InstructedAgent:
-    agent = _load_worldvla(checkpoint, kwargs_items)
-    return _InstructedAgent(agent, getattr(env.unwrapped, "task_description", None))
+    @property
+    def unwrapped(self) -> _NoEnv:
+        return self
 
 
 class SB3Policy:
@@ -121,20 +125,6 @@ def _sb3_factory(env: Any, algo: str | None, path: str) -> SB3Policy:
     return SB3Policy(_load_sb3(algo, path))
 
 
-def _agent_knobs(agent: Any) -> dict[str, Any]:
-    knobs: dict[str, Any] = {}
-    for attr in ("knobs", "config"):
-        val = getattr(agent, attr, None)
-        if isinstance(val, dict):
-            knobs.update(val)
-    for attr in ("chunk_size", "K", "M", "decode_mode", "history", "do_sample", "temperature"):
-        if hasattr(agent, attr):
-            val = getattr(agent, attr)
-            if isinstance(val, (int, float, str, bool, type(None))):
-                knobs[attr] = val
-    return knobs
-
-
 def resolve_policy(spec: str, *, checkpoint: str | None = None, noise_std: float = 0.0,
                    policy_kwargs: dict[str, Any] | None = None, load_now: bool = True) -> ResolvedPolicy:
     """Turn a ``--policy`` string into a factory; ValueError names the accepted forms on bad input."""
@@ -152,8 +142,8 @@ def resolve_policy(spec: str, *, checkpoint: str | None = None, noise_std: float
     if spec == "worldvla":
         items = tuple(sorted(policy_kwargs.items()))
         knobs: dict[str, Any] = dict(policy_kwargs)
-        if load_now:  # fail fast on a bad checkpoint, and record the agent's decoding knobs
-            knobs.update(_agent_knobs(_load_worldvla(checkpoint, items)))
+        if load_now:  # fail fast on a bad checkpoint or agent option, and record the agent's real knobs
+            knobs.update(_worldvla_factory(_NoEnv(), checkpoint, items).knobs())
         name = "worldvla" if not checkpoint else f"worldvla:{checkpoint.rstrip('/').split('/')[-1]}"
         return ResolvedPolicy(functools.partial(_worldvla_factory, checkpoint=checkpoint, kwargs_items=items), name,
                               knobs=knobs)

@@ -5,6 +5,7 @@ Importing this package loads no simulator, model or plotting library.
 
 from __future__ import annotations
 
+from wvla_gym.evaluation.config import EpisodeJob, EvalConfig, plan_jobs
 from wvla_gym.evaluation.metrics import (
     agreement_report,
     cohen_kappa,
@@ -18,7 +19,7 @@ from wvla_gym.evaluation.metrics import (
 )
 from wvla_gym.evaluation.policies import Policy, PolicyFactory, RandomPolicy, ZeroPolicy
 from wvla_gym.evaluation.results import ResultsWriter, read_records, summarize
-from wvla_gym.evaluation.runner import EpisodeJob, EvalConfig, evaluate, iter_records, plan_jobs
+from wvla_gym.evaluation.runner import evaluate, iter_records
 
 __all__ = [
     "EpisodeJob",

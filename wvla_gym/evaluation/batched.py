@@ -18,7 +18,9 @@ Design (see also the runner's module docstring):
 * One policy per slot: ``policy_factory(sub_env)`` gets that slot's :class:`ImaginedEnv` (so
   ``env.unwrapped.task_id`` / ``init_state_id`` work, e.g. for ``ReplayPolicy``), and is reset per episode
   with the episode's seed (:func:`reset_policy`), exactly like the sync backend. After an error the slot's
-  policy is rebuilt, as the sync backend rebuilds its env and policy.
+  policy is rebuilt, as the sync backend rebuilds its env and policy. Slots whose policies share a
+  ``batch_key`` act through one ``act_group`` call (:func:`act_policies`): for ``WorldVLAAgent`` slots that
+  is one batched model call for every slot whose chunk queue is empty.
 * Per-episode semantics equal the sync backend's: same env seed and init state per trial, same step limit
   (sync's ``gym.make(..., max_episode_steps=k)`` is a ``TimeLimit`` over the env's suite limit, so the
   batched envs get ``min(k, suite limit)``), same success flag, same record fields. With greedy decoding the
@@ -36,14 +38,14 @@ Design (see also the runner's module docstring):
 from __future__ import annotations
 
 import logging
-import time
-from collections import deque
 from typing import Any
 
 import numpy as np
 
-from wvla_gym.evaluation.policies import PolicyFactory, check_policy, reset_policy
-from wvla_gym.evaluation.runner import EpisodeJob, EvalConfig, _base_record, _error_fields, env_spec_for
+from wvla_gym.evaluation.claims import JobQueue
+from wvla_gym.evaluation.config import EvalConfig, env_spec_for
+from wvla_gym.evaluation.episode import EpisodeRun, gl_backend_of
+from wvla_gym.evaluation.policies import PolicyFactory, act_policies, check_policy, reset_policy
 from wvla_gym.protocol import DUMMY_ACTION, SUITE_MAX_STEPS, check_action
 
 logger = logging.getLogger(__name__)
@@ -88,53 +90,49 @@ def _slot_obs(batch: Any, i: int) -> Any:
     return np.array(v, copy=True) if isinstance(v, np.ndarray) else v
 
 
-class _Episode:
-    """Book-keeping of one running episode in a slot."""
-
-    def __init__(self, job: EpisodeJob, config: EvalConfig) -> None:
-        self.job = job
-        self.rec = _base_record(job, config.policy_name)
-        self.frames: list[np.ndarray] = []
-        self.actions: list[list[float]] | None = [] if config.record_actions else None
-        self.t0 = time.perf_counter()
+def _slot_info(infos: dict[str, Any], i: int) -> dict[str, Any]:
+    """Sub-env ``i``'s entries of a vector env's info dict (keys it did not report are left out)."""
+    out: dict[str, Any] = {}
+    for key, val in infos.items():
+        if key.startswith("_") or (f"_{key}" in infos and not bool(infos[f"_{key}"][i])):
+            continue
+        if isinstance(val, dict):  # a nested info dict is batched the same way
+            out[key] = _slot_info(val, i)
+            continue
+        v = val[i]
+        out[key] = v.item() if isinstance(v, np.generic) else v
+    return out
 
 
 class _TaskRunner:
-    """Runs the pending jobs of one task on one vector env (see the module docstring)."""
+    """Runs the claimed jobs of one task on one vector env (see the module docstring)."""
 
-    def __init__(self, policy_factory: PolicyFactory, config: EvalConfig, venv: Any, queue: deque[EpisodeJob],
-                 sink, step_cap: int) -> None:
+    def __init__(self, policy_factory: PolicyFactory, config: EvalConfig, venv: Any, queue: JobQueue,
+                 task_id: int, sink, step_cap: int) -> None:
         self.factory, self.config, self.venv, self.queue = policy_factory, config, venv, queue
-        self.sink, self.step_cap = sink, step_cap
+        self.task_id, self.sink, self.step_cap = task_id, sink, step_cap
         self.subs = list(venv.unwrapped.envs)
         self.n = len(self.subs)
-        self.slots: list[_Episode | None] = [None] * self.n
+        self.slots: list[EpisodeRun | None] = [None] * self.n
         self.policies: list[Any] = [None] * self.n
         self.obs: Any = None
 
-    # ------------------------------------------------------------------ episode ends
     def _finish(self, i: int, exc: BaseException | None = None) -> None:
         ep = self.slots[i]
         assert ep is not None
         self.slots[i] = None
-        rec = ep.rec
         if exc is not None:
-            rec.update(_error_fields(exc), success=False)
             self.policies[i] = None  # rebuilt for the next episode: its state may be corrupt
-        rec["wall_time_s"] = round(time.perf_counter() - ep.t0, 4)
-        if ep.actions is not None:
-            rec["actions"] = ep.actions
-        gl = getattr(self.subs[i], "gl_backend", None)
-        if gl is not None:
-            rec["gl_backend"] = gl
-        self.sink(rec, ep.frames if self.config.video else [])
+        rec = ep.finish(exc, gl_backend=gl_backend_of(self.subs[i]))
+        self.sink(rec, ep.frames)
 
-    # ------------------------------------------------------------------ starting episodes
     def _start(self, i: int) -> None:
-        """Start the next pending job in slot ``i``; jobs that fail to start are recorded and skipped."""
-        while self.queue and self.slots[i] is None:
-            job = self.queue.popleft()
-            ep = _Episode(job, self.config)
+        """Start the next claimed job in slot ``i``; jobs that fail to start are recorded and skipped."""
+        while self.slots[i] is None:
+            job = self.queue.pop_task(self.task_id)
+            if job is None:
+                return
+            ep = EpisodeRun(job, self.config, step_cap=self.step_cap)
             self.slots[i] = ep
             try:
                 if self.policies[i] is None:
@@ -149,16 +147,10 @@ class _TaskRunner:
                 init_ids: list[int | None] = [None] * self.n
                 init_ids[i] = job.init_state_id
                 self.obs, infos = self.venv.reset(seed=seeds, options={"reset_mask": mask, "init_state_id": init_ids})
-                ep.rec["task_description"] = _info(infos, "task_description", i)
-                got = _info(infos, "init_state_id", i)
-                if got is not None and int(got) != job.init_state_id:
-                    raise RuntimeError(f"env reset to init state {got}, expected {job.init_state_id}")
-                if self.config.video:
-                    ep.frames.append(np.asarray(_slot_obs(self.obs, i)["image"]))
+                ep.started(_slot_obs(self.obs, i), _slot_info(infos, i))
             except Exception as exc:  # recorded, never silent
                 self._finish(i, exc)
 
-    # ------------------------------------------------------------------ the loop
     def begin(self) -> None:
         """The vector env's first reset, which must reset every sub-env: a blank start (real starts follow
         one slot at a time, so a failing start errors only its own episode)."""
@@ -166,7 +158,7 @@ class _TaskRunner:
         self.obs, _ = self.venv.reset(options={"image": np.zeros(image_shape, np.uint8)})
 
     def run(self) -> bool:
-        """Run until the queue is empty; ``False`` when the vector env broke (the caller builds a new one)."""
+        """Run until the task's jobs are done; ``False`` when the vector env broke (the caller builds a new one)."""
         noop = np.asarray(DUMMY_ACTION, dtype=np.float32)
         while True:
             for i in range(self.n):
@@ -176,12 +168,12 @@ class _TaskRunner:
             if not live:
                 return True
             actions = np.tile(noop, (self.n, 1))
-            for i in live:
-                ep = self.slots[i]
+            acted = act_policies([self.policies[i] for i in live], [_slot_obs(self.obs, i) for i in live])
+            for i, action in zip(live, acted, strict=True):
                 try:
-                    action = self.policies[i].act(_slot_obs(self.obs, i))
-                    if ep.actions is not None:
-                        ep.actions.append(np.asarray(action, dtype=np.float64).round(6).tolist())
+                    if isinstance(action, BaseException):
+                        raise action
+                    self.slots[i].acted(action)
                     # The single env rejects a bad action in step(); here it must not fail the whole batch.
                     actions[i] = check_action(action)
                 except Exception as exc:
@@ -196,55 +188,29 @@ class _TaskRunner:
                     self._finish(i, exc)
                 return False
             for i in live:
-                ep = self.slots[i]
-                ep.rec["steps"] += 1
-                if self.config.video:
-                    ep.frames.append(np.asarray(_slot_obs(self.obs, i)["image"]))
-                if terminated[i] or truncated[i]:
-                    success = _info(infos, "is_success", i)
-                    ep.rec["success"] = bool(terminated[i] if success is None else success)
-                    self._finish(i)
-                elif ep.rec["steps"] >= self.step_cap:
-                    self._finish(i, RuntimeError(
-                        f"env did not end the episode within {self.step_cap} steps (its step limit is not enforced)"
-                    ))
+                try:
+                    if self.slots[i].stepped(_slot_obs(self.obs, i), bool(terminated[i]), bool(truncated[i]),
+                                             _slot_info(infos, i)):
+                        self._finish(i)
+                except Exception as exc:  # the hard step cap
+                    self._finish(i, exc)
 
 
-def _info(infos: dict[str, Any], key: str, i: int) -> Any:
-    """Sub-env ``i``'s value of ``key`` in a vector env's info dict (``None`` when it has none)."""
-    if key not in infos or (f"_{key}" in infos and not bool(infos[f"_{key}"][i])):
-        return None
-    v = infos[key][i]
-    return v.item() if isinstance(v, np.generic) else v
-
-
-def _record_all(jobs: list[EpisodeJob], config: EvalConfig, exc: BaseException, sink) -> None:
-    for job in jobs:
-        rec = _base_record(job, config.policy_name)
-        rec.update(_error_fields(exc))
-        sink(rec, [])
-
-
-def run_batched(policy_factory: PolicyFactory, config: EvalConfig, jobs: list[EpisodeJob], sink, step_cap: int) -> None:
-    """Run imagined ``jobs`` task by task on batched vector envs; every job ends as exactly one record."""
+def run_batched(policy_factory: PolicyFactory, config: EvalConfig, queue: JobQueue, sink, step_cap: int) -> None:
+    """Run the queue's imagined jobs task by task on batched vector envs; every claimed job ends as one record."""
     width = batch_width(config)
-    by_task: dict[int, deque[EpisodeJob]] = {}
-    for job in jobs:
-        if job.kind != "imagined":
-            raise ValueError(f"backend='batched' runs imagined episodes only; got a {job.kind!r} job")
-        by_task.setdefault(job.task_id, deque()).append(job)
-    for task_id, queue in by_task.items():
-        while queue:
+    for task_id in queue.task_ids():
+        while queue.count_task(task_id):
             venv = None
             try:
-                venv = make_batched_env(config, task_id, min(width, len(queue)))
-                runner = _TaskRunner(policy_factory, config, venv, queue, sink, step_cap)
+                venv = make_batched_env(config, task_id, min(width, queue.count_task(task_id)))
+                runner = _TaskRunner(policy_factory, config, venv, queue, task_id, sink, step_cap)
                 runner.begin()
             except Exception as exc:
                 # Building fails the same way for every job of the task: record them all (sync would retry each).
                 _close(venv)
-                _record_all(list(queue), config, exc, sink)
-                queue.clear()
+                while (job := queue.pop_task(task_id)) is not None:
+                    sink(EpisodeRun(job, config, step_cap=step_cap).finish(exc), [])
                 break
             try:
                 runner.run()  # returns early when the env broke; a fresh one then takes the rest of the queue

@@ -11,14 +11,22 @@ privileged simulator state for scripted experts) it reads from the env handed to
 
     policy_factory(env) -> policy
 
-The factory is called once per environment instance (per task and env kind), not per episode, so load
-weights outside it and share them (e.g. one ``WorldVLARuntime`` captured in a closure).
+The factory is called once per environment instance and backend slot (per task and env kind), not per
+episode, so load weights outside it and share them (e.g. one ``WorldVLARuntime`` captured in a closure), but
+return a NEW policy object every call: policies keep episode state (histories, queues), and the vector,
+batched and Ray backends run several episodes at once, one policy per slot.
+
+Batched acting (optional): a policy may offer ``batch_key() -> Hashable`` and a classmethod
+``act_group(policies, observations) -> list[np.ndarray | BaseException]``. Backends that step several
+episodes together (``batched``, ``vector``) then serve all slots whose policies share a key with ONE
+``act_group`` call (``WorldVLAAgent`` batches the model call over the slots whose chunk queues are empty);
+each slot keeps its own state, and an exception in the list ends only that slot's episode.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -46,6 +54,43 @@ def reset_policy(policy: Policy, seed: int | None) -> None:
         policy.reset(seed=seed)
     else:
         policy.reset()
+
+
+def batch_key(policy: Any) -> Hashable | None:
+    """The policy's batching group, or ``None`` when it acts alone (see the module docstring)."""
+    fn = getattr(policy, "batch_key", None)
+    if not callable(fn) or not callable(getattr(type(policy), "act_group", None)):
+        return None
+    return fn()
+
+
+def act_policies(policies: Sequence[Any], observations: Sequence[Any]) -> list[Any]:
+    """Each policy's action for its observation; an exception is returned in place of its action.
+
+    Policies sharing a :func:`batch_key` are served by one ``act_group`` call; the others by ``act``.
+    """
+    out: list[Any] = [None] * len(policies)
+    groups: dict[Hashable, list[int]] = {}
+    for i, p in enumerate(policies):
+        key = batch_key(p)
+        if key is None:
+            try:
+                out[i] = p.act(observations[i])
+            except Exception as exc:  # the caller records it for this slot only
+                out[i] = exc
+        else:
+            groups.setdefault(key, []).append(i)
+    for idx in groups.values():
+        members = [policies[i] for i in idx]
+        try:
+            results = type(members[0]).act_group(members, [observations[i] for i in idx])
+            if len(results) != len(idx):
+                raise RuntimeError(f"act_group returned {len(results)} results for {len(idx)} policies")
+        except Exception as exc:  # the whole group call failed: every member's episode records it
+            results = [exc] * len(idx)
+        for i, r in zip(idx, results, strict=True):
+            out[i] = r
+    return out
 
 
 def check_policy(policy: Any) -> None:

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from wvla_gym.evaluation.claims import JobQueue
+from wvla_gym.evaluation.config import EpisodeJob, EvalConfig
+from wvla_gym.evaluation.episode import EnvCache, EpisodeRun, RemoteEpisodeError, run_job
 from wvla_gym.evaluation.policies import PolicyFactory
-from wvla_gym.evaluation.runner import EnvCache, EpisodeJob, EvalConfig, run_job
 
 
 class EpisodeWorker:
@@ -27,7 +29,7 @@ class EpisodeWorker:
         self.cache = EnvCache(config, policy_factory)
 
     def run(self, job: EpisodeJob, step_cap: int) -> tuple[dict[str, Any], list[Any]]:
-        return run_job(self.cache, job, self.config.policy_name, self.config.video, step_cap)
+        return run_job(self.cache, job, step_cap)
 
     def close(self) -> None:
         self.cache.close()
@@ -41,9 +43,9 @@ def _import_ray():
     return ray
 
 
-def run_ray(policy_factory: PolicyFactory, config: EvalConfig, jobs: list[EpisodeJob], sink, step_cap: int) -> None:
+def run_ray(policy_factory: PolicyFactory, config: EvalConfig, queue: JobQueue, sink, step_cap: int) -> None:
     ray = _import_ray()
-    if not jobs:
+    if not queue:
         return
     started_here = False
     if not ray.is_initialized():
@@ -54,13 +56,12 @@ def run_ray(policy_factory: PolicyFactory, config: EvalConfig, jobs: list[Episod
         started_here = True
     try:
         actor_cls = ray.remote(num_cpus=1)(EpisodeWorker)
-        n = min(config.num_envs, len(jobs))
+        n = min(config.num_envs, len(queue))
         actors = [actor_cls.remote(config, policy_factory) for _ in range(n)]
-        queue = list(jobs)
         in_flight: dict[Any, tuple[int, EpisodeJob]] = {}
         for i, actor in enumerate(actors):
-            if queue:
-                job = queue.pop(0)
+            job = queue.pop()
+            if job is not None:
                 in_flight[actor.run.remote(job, step_cap)] = (i, job)
         while in_flight:
             ready, _ = ray.wait(list(in_flight), num_returns=1)
@@ -69,15 +70,12 @@ def run_ray(policy_factory: PolicyFactory, config: EvalConfig, jobs: list[Episod
             try:
                 rec, frames = ray.get(ref)
             except Exception as exc:  # the actor died (e.g. OOM-killed): record it, replace the actor
-                from wvla_gym.evaluation.runner import _base_record
-
-                rec, frames = _base_record(job, config.policy_name), []
-                rec["error"] = f"{type(exc).__name__}: {exc}"
-                rec["traceback"] = str(exc)
+                remote = RemoteEpisodeError(f"{type(exc).__name__}: {exc}", str(exc))
+                rec, frames = EpisodeRun(job, config, step_cap=step_cap).finish(remote), []
                 actors[i] = actor_cls.remote(config, policy_factory)
             sink(rec, frames)
-            if queue:
-                nxt = queue.pop(0)
+            nxt = queue.pop()
+            if nxt is not None:
                 in_flight[actors[i].run.remote(nxt, step_cap)] = (i, nxt)
         ray.get([a.close.remote() for a in actors])
     finally:

@@ -114,7 +114,7 @@ class ResultsWriter:
                 os.fsync(f.fileno())
 
     def write(self, record: dict[str, Any]) -> None:
-        line = (json.dumps(record, sort_keys=False, default=_json_default) + "\n").encode()
+        line = dumps_record(record).encode()
         # One write() of the whole line: O_APPEND keeps concurrent writers from interleaving within it.
         os.write(self._fd, line)
         os.fsync(self._fd)
@@ -129,6 +129,11 @@ class ResultsWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def dumps_record(record: dict[str, Any]) -> str:
+    """One JSONL line (with its newline) for a record."""
+    return json.dumps(record, sort_keys=False, default=_json_default) + "\n"
 
 
 def _json_default(obj: Any) -> Any:
@@ -197,25 +202,7 @@ def summarize(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
 
 
 def write_summary(path: str | os.PathLike, summary: dict[str, Any]) -> None:
-    """Write JSON atomically (temp file + rename) so a kill never leaves a half summary."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
-    os.replace(tmp, path)
+    """Write JSON atomically (unique temp file + rename) so a kill never leaves a half summary."""
+    from wvla_gym.utils.run_identity import atomic_write_text
 
-
-def checkpoint_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a checkpoint file or folder (relative paths + contents, sorted), for the summary."""
-    import hashlib
-
-    root = Path(path)
-    if not root.exists():
-        raise ValueError(f"checkpoint={str(path)!r} does not exist; expected a checkpoint file or folder")
-    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
-    h = hashlib.sha256()
-    for p in files:
-        h.update(str(p.relative_to(root) if root.is_dir() else p.name).encode() + b"\0")
-        with p.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
+    atomic_write_text(path, json.dumps(summary, indent=2, default=_json_default) + "\n")

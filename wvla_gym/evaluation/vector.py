@@ -4,25 +4,24 @@ Each worker hosts an :class:`EpisodeSlot`, a small env that owns one real/imagin
 switches task or kind when the runner hands it a new job through ``reset(options={"jobs": [...]})``
 (Gymnasium passes one options dict to every worker, so each slot picks its own entry). Autoreset is
 disabled: the runner resets exactly the slots whose episode ended. Exceptions inside a worker are caught
-there and reported in ``info`` so one bad episode neither kills the worker nor the other episodes.
+there and reported in ``info`` (with the worker's own traceback) so one bad episode neither kills the worker
+nor the other episodes. The main process keeps one :class:`~wvla_gym.evaluation.episode.EpisodeRun` per slot,
+so records equal the sync backend's; main-process policies are built per slot and act through
+:func:`~wvla_gym.evaluation.policies.act_policies` (one batched call for WorldVLA agents).
 """
 
 from __future__ import annotations
 
-import time
 import traceback
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-from wvla_gym.evaluation.policies import PolicyFactory, check_policy, reset_policy
-from wvla_gym.evaluation.runner import (
-    EnvCache,
-    EpisodeJob,
-    EvalConfig,
-    _base_record,
-)
+from wvla_gym.evaluation.claims import JobQueue
+from wvla_gym.evaluation.config import EpisodeJob, EvalConfig
+from wvla_gym.evaluation.episode import EnvCache, EpisodeRun, RemoteEpisodeError
+from wvla_gym.evaluation.policies import PolicyFactory, act_policies, check_policy, reset_policy
 
 
 def _zeros(space: gym.Space) -> Any:
@@ -71,22 +70,25 @@ class EpisodeSlot(gym.Env):
         self.observation_space = env.observation_space
         self.action_space = env.action_space
         self._zero = _zeros(self.observation_space)
+        self._action_shape = tuple(self.action_space.shape)
         self._job: EpisodeJob | None = None
         self._obs: Any = None
 
     def _info(self, **kw: Any) -> dict[str, Any]:
         # Every key in every info, so the vector env batches them into aligned arrays.
         base = {"slot_error": None, "slot_traceback": None, "is_success": False, "task_description": None,
-                "init_state_id": -1, "gl_backend": None, "idle": self._job is None}
+                "init_state_id": -1, "gl_backend": None, "idle": self._job is None,
+                "action": np.zeros(self._action_shape, np.float64)}
         base.update(kw)
         return base
 
-    def _fail(self, exc: BaseException):
+    def _fail(self, exc: BaseException) -> dict[str, Any]:
         kind = self._job.kind if self._job else None
         self._job = None
         if kind is not None:
             self.cache.drop(kind)  # rebuilt on the next job: its state may be corrupt
-        return self._info(slot_error=f"{type(exc).__name__}: {exc}", slot_traceback=traceback.format_exc(), idle=False)
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        return self._info(slot_error=f"{type(exc).__name__}: {exc}", slot_traceback=tb, idle=False)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
@@ -116,12 +118,13 @@ class EpisodeSlot(gym.Env):
             env, policy = self.cache.get(self._job.kind, self._job.task_id)
             if policy is not None:
                 action = policy.act(self._obs)
+            taken = np.asarray(action, dtype=np.float64).reshape(self._action_shape)
             obs, reward, terminated, truncated, info = env.step(action)
             self._obs = obs
             if terminated or truncated:
                 self._job = None
             return obs, float(reward), bool(terminated), bool(truncated), self._info(
-                is_success=bool(info.get("is_success", terminated)), idle=False
+                is_success=bool(info.get("is_success", terminated)), idle=False, action=taken
             )
         except Exception as exc:
             return self._zero, 0.0, False, True, self._fail(exc)
@@ -143,124 +146,127 @@ def _index(batch: Any, i: int) -> Any:
     return batch[i]
 
 
-def run_vector(policy_factory: PolicyFactory, config: EvalConfig, jobs: list[EpisodeJob], sink, step_cap: int) -> None:
-    from gymnasium.vector import AsyncVectorEnv
-    from gymnasium.vector.vector_env import AutoresetMode
-
-    if not jobs:
-        return
-    n = min(config.num_envs, len(jobs))
-    in_workers = config.policy_in_workers
-    fns = [_slot_fn(i, config, jobs[0], policy_factory if in_workers else None) for i in range(n)]
-    venv = AsyncVectorEnv(fns, context=config.vector_context, autoreset_mode=AutoresetMode.DISABLED,
-                          shared_memory=False)
-    queue = list(jobs)
-    active: list[dict[str, Any] | None] = [None] * n  # per slot: job, record, frames, policy, t0
-    policies: dict[tuple[int, str, int], Any] = {}
-    try:
-        obs = None
-
-        def assign(mask: np.ndarray) -> None:
-            nonlocal obs
-            todo: list[EpisodeJob | None] = [None] * n
-            for i in np.flatnonzero(mask):
-                todo[i] = queue.pop(0) if queue else None
-            new_obs, infos = venv.reset(options={"reset_mask": mask, "jobs": todo})
-            obs = new_obs if obs is None else _merge(obs, new_obs, mask)
-            for i in np.flatnonzero(mask):
-                job = todo[i]
-                if job is None:
-                    active[i] = None
-                    continue
-                rec = _base_record(job, config.policy_name)
-                st = {"job": job, "rec": rec, "frames": [], "t0": time.perf_counter(), "policy": None}
-                active[i] = st
-                if infos["slot_error"][i] is not None:
-                    _finish(st, infos, i, error=True)
-                    continue
-                rec["task_description"] = infos["task_description"][i]
-                if infos["gl_backend"][i] is not None:
-                    rec["gl_backend"] = infos["gl_backend"][i]
-                if config.video:
-                    st["frames"].append(np.asarray(_index(obs, i)["image"]))
-                if not in_workers:
-                    try:
-                        key = (i, job.kind, job.task_id)
-                        if key not in policies:
-                            handle = EnvHandle(venv.single_observation_space, venv.single_action_space, job.kind,
-                                               job.suite, job.task_id, rec["task_description"])
-                            policies[key] = policy_factory(handle)
-                            check_policy(policies[key])
-                        st["policy"] = policies[key]
-                        reset_policy(st["policy"], job.policy_seed)
-                    except Exception as exc:
-                        _finish(st, None, i, exc=exc)
-
-        def _finish(st: dict[str, Any], infos: Any, i: int, error: bool = False, exc: BaseException | None = None):
-            rec = st["rec"]
-            if exc is not None:
-                rec["error"], rec["traceback"] = f"{type(exc).__name__}: {exc}", traceback.format_exc()
-            elif error:
-                rec["error"], rec["traceback"] = infos["slot_error"][i], infos["slot_traceback"][i]
-            if rec["error"] is not None:
-                rec["success"] = False
-            rec["wall_time_s"] = round(time.perf_counter() - st["t0"], 4)
-            sink(rec, st["frames"])
-            st["done"] = True
-
-        assign(np.ones(n, dtype=bool))
-        while True:
-            # Slots whose episode already ended (error at reset/policy) get their next job first.
-            ended = np.array([a is not None and a.get("done", False) for a in active])
-            if ended.any() and queue:
-                assign(ended)
-                continue
-            for i, a in enumerate(active):
-                if a is not None and a.get("done"):
-                    active[i] = None
-            if all(a is None for a in active):
-                break
-            actions = np.zeros((n, *venv.single_action_space.shape), dtype=np.float32)
-            for i, a in enumerate(active):
-                if a is None or in_workers:
-                    continue
-                try:
-                    actions[i] = np.asarray(a["policy"].act(_index(obs, i)), dtype=np.float32)
-                except Exception as exc:
-                    _finish(a, None, i, exc=exc)
-                    # Its env is mid-episode; the next reset of this slot starts a fresh one.
-            obs, _, term, trunc, infos = venv.step(actions)
-            for i, a in enumerate(active):
-                if a is None or a.get("done"):
-                    continue
-                if infos["slot_error"][i] is not None:
-                    _finish(a, infos, i, error=True)
-                    continue
-                a["rec"]["steps"] += 1
-                if config.video:
-                    a["frames"].append(np.asarray(_index(obs, i)["image"]))
-                if term[i] or trunc[i]:
-                    a["rec"]["success"] = bool(infos["is_success"][i])
-                    _finish(a, infos, i)
-                elif a["rec"]["steps"] >= step_cap:
-                    _finish(a, None, i, exc=RuntimeError(f"env did not end the episode within {step_cap} steps"))
-            ended = np.array([a is not None and a.get("done", False) for a in active])
-            if ended.any():
-                if queue:
-                    assign(ended)
-                else:
-                    for i in np.flatnonzero(ended):
-                        active[i] = None
-                    if any(a is not None for a in active):
-                        # Park finished slots so they stop stepping their (ended) env.
-                        venv.reset(options={"reset_mask": ended, "jobs": [None] * n})
-    finally:
-        venv.close()
-
-
 def _merge(old: Any, new: Any, mask: np.ndarray) -> Any:
     if isinstance(old, dict):
         return {k: _merge(old[k], new[k], mask) for k in old}
     out = np.array(old, copy=True)
     out[mask] = np.asarray(new)[mask]
     return out
+
+
+class _VectorRunner:
+    def __init__(self, policy_factory: PolicyFactory, config: EvalConfig, queue: JobQueue, first: EpisodeJob,
+                 sink, step_cap: int) -> None:
+        from gymnasium.vector import AsyncVectorEnv
+        from gymnasium.vector.vector_env import AutoresetMode
+
+        self.factory, self.config, self.queue, self.sink, self.step_cap = policy_factory, config, queue, sink, step_cap
+        self.n = min(config.num_envs, len(queue) + 1)
+        self.in_workers = config.policy_in_workers
+        fns = [_slot_fn(i, config, first, policy_factory if self.in_workers else None) for i in range(self.n)]
+        self.venv = AsyncVectorEnv(fns, context=config.vector_context, autoreset_mode=AutoresetMode.DISABLED,
+                                   shared_memory=False)
+        self.slots: list[EpisodeRun | None] = [None] * self.n
+        self.policies: dict[tuple[int, str, int], Any] = {}
+        self.obs: Any = None
+        self._first: EpisodeJob | None = first
+
+    def _next_job(self) -> EpisodeJob | None:
+        if self._first is not None:
+            job, self._first = self._first, None
+            return job
+        return self.queue.pop()
+
+    def _finish(self, i: int, exc: BaseException | None = None, gl: str | None = None) -> None:
+        ep = self.slots[i]
+        self.slots[i] = None
+        if exc is not None and not self.in_workers:
+            self.policies.pop((i, ep.job.kind, ep.job.task_id), None)  # rebuilt: its state may be corrupt
+        self.sink(ep.finish(exc, gl_backend=gl), ep.frames)
+
+    def assign(self, mask: np.ndarray) -> None:
+        """Reset the masked slots onto their next jobs (``None`` parks a slot)."""
+        todo: list[EpisodeJob | None] = [None] * self.n
+        for i in np.flatnonzero(mask):
+            todo[i] = self._next_job()
+        new_obs, infos = self.venv.reset(options={"reset_mask": mask, "jobs": todo})
+        self.obs = new_obs if self.obs is None else _merge(self.obs, new_obs, mask)
+        for i in np.flatnonzero(mask):
+            job = todo[i]
+            if job is None:
+                continue
+            ep = EpisodeRun(job, self.config, step_cap=self.step_cap)
+            self.slots[i] = ep
+            gl = infos["gl_backend"][i]
+            if infos["slot_error"][i] is not None:
+                self._finish(i, RemoteEpisodeError(infos["slot_error"][i], infos["slot_traceback"][i]), gl)
+                continue
+            try:
+                ep.started(_index(self.obs, i), {"task_description": infos["task_description"][i],
+                                                 "init_state_id": int(infos["init_state_id"][i])})
+                if not self.in_workers:
+                    key = (int(i), job.kind, job.task_id)
+                    if key not in self.policies:
+                        handle = EnvHandle(self.venv.single_observation_space, self.venv.single_action_space,
+                                           job.kind, job.suite, job.task_id, ep.rec["task_description"])
+                        policy = self.factory(handle)
+                        check_policy(policy)
+                        self.policies[key] = policy
+                    reset_policy(self.policies[key], job.policy_seed)
+            except Exception as exc:
+                self._finish(i, exc, gl)
+
+    def run(self) -> None:
+        self.assign(np.ones(self.n, dtype=bool))
+        while True:
+            idle = np.array([s is None for s in self.slots])
+            if idle.any() and (self.queue or self._first is not None):
+                self.assign(idle)
+                continue
+            live = [i for i in range(self.n) if self.slots[i] is not None]
+            if not live:
+                return
+            actions = np.zeros((self.n, *self.venv.single_action_space.shape), dtype=np.float32)
+            if not self.in_workers:
+                acted = act_policies([self.policies[(i, self.slots[i].job.kind, self.slots[i].job.task_id)]
+                                      for i in live], [_index(self.obs, i) for i in live])
+                for i, action in zip(live, acted, strict=True):
+                    try:
+                        if isinstance(action, BaseException):
+                            raise action
+                        actions[i] = np.asarray(action, dtype=np.float32)
+                    except Exception as exc:
+                        self._finish(i, exc)  # its env is mid-episode; the slot's next reset starts afresh
+            self.obs, _, term, trunc, infos = self.venv.step(actions)
+            for i in live:
+                ep = self.slots[i]
+                if ep is None:
+                    continue
+                if infos["slot_error"][i] is not None:
+                    self._finish(i, RemoteEpisodeError(infos["slot_error"][i], infos["slot_traceback"][i]))
+                    continue
+                try:
+                    ep.acted(infos["action"][i])
+                    if ep.stepped(_index(self.obs, i), bool(term[i]), bool(trunc[i]),
+                                  {"is_success": bool(infos["is_success"][i])}):
+                        self._finish(i)
+                except Exception as exc:  # the hard step cap
+                    self._finish(i, exc)
+            idle = np.array([s is None for s in self.slots])
+            if idle.any() and not (self.queue or self._first is not None) and any(s is not None for s in self.slots):
+                # Park finished slots so they stop stepping their (ended) env.
+                self.venv.reset(options={"reset_mask": idle, "jobs": [None] * self.n})
+
+    def close(self) -> None:
+        self.venv.close()
+
+
+def run_vector(policy_factory: PolicyFactory, config: EvalConfig, queue: JobQueue, sink, step_cap: int) -> None:
+    first = queue.pop()
+    if first is None:
+        return
+    runner = _VectorRunner(policy_factory, config, queue, first, sink, step_cap)
+    try:
+        runner.run()
+    finally:
+        runner.close()

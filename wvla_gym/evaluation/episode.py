@@ -1,0 +1,196 @@
+"""One evaluation episode, the same for every backend.
+
+:class:`EpisodeRun` holds the protocol of one episode: its record (the fields of ``results.RECORD_FIELDS``),
+the init-state check after reset, action recording, frames for videos, the success flag, the hard step cap and
+error records carrying the exception's own traceback. Backends only decide where and when its steps happen:
+
+* :func:`run_episode` drives one env and one policy to the end (sync backend, Ray actors, vector workers);
+* the batched backend keeps one :class:`EpisodeRun` per slot of a vector env and feeds it the slot's reset,
+  action and step results.
+
+So a step-cap message, an error record or ``record_actions`` cannot differ between backends.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from typing import Any
+
+import numpy as np
+
+from wvla_gym.evaluation.config import EpisodeJob, EvalConfig, env_spec_for, make_env
+from wvla_gym.evaluation.policies import PolicyFactory, act_policies, check_policy, reset_policy
+
+logger = logging.getLogger(__name__)
+
+
+class RemoteEpisodeError(RuntimeError):
+    """An error raised in another process (a vector worker, a Ray actor), with that process's traceback."""
+
+    def __init__(self, error: str, traceback_text: str | None) -> None:
+        super().__init__(error)
+        self.error, self.traceback_text = error, traceback_text
+
+
+def error_fields(exc: BaseException) -> dict[str, str | None]:
+    """A record's ``error`` and ``traceback``, from the exception itself (valid outside ``except`` too)."""
+    if isinstance(exc, RemoteEpisodeError):
+        return {"error": exc.error, "traceback": exc.traceback_text}
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return {"error": f"{type(exc).__name__}: {exc}", "traceback": tb}
+
+
+def step_cap_error(cap: int) -> RuntimeError:
+    return RuntimeError(f"env did not end the episode within {cap} steps (its step limit is not enforced)")
+
+
+def step_cap_for(config: EvalConfig) -> int:
+    """A safety net only: the envs enforce the protocol limit themselves."""
+    return 4 * config.step_limit() + 100
+
+
+class EpisodeRun:
+    """The record of one episode as it runs (see the module docstring)."""
+
+    def __init__(self, job: EpisodeJob, config: EvalConfig, *, step_cap: int | None = None) -> None:
+        self.job = job
+        self.record_frames = bool(config.video)
+        self.step_cap = step_cap_for(config) if step_cap is None else step_cap
+        self.rec: dict[str, Any] = {
+            "policy": config.policy_name,
+            "env": job.kind,
+            "suite": job.suite,
+            "task_id": job.task_id,
+            "init_state_id": job.init_state_id,
+            "seed": job.seed,
+            "success": False,
+            "steps": 0,
+            "wall_time_s": 0.0,
+            "error": None,
+            "traceback": None,
+            "task_description": None,
+            "policy_seed": job.policy_seed,
+        }
+        self.actions: list[list[float]] | None = [] if config.record_actions else None
+        self.frames: list[np.ndarray] = []
+        self.done = False
+        self._t0 = time.perf_counter()
+
+    # ------------------------------------------------------------------ the protocol
+    def started(self, obs: Any, info: Any) -> None:
+        """The env's reset returned ``obs, info``: check the init state, keep the first frame."""
+        info = info if isinstance(info, dict) else {}
+        self.rec["task_description"] = info.get("task_description")
+        got = info.get("init_state_id", self.job.init_state_id)
+        if got is not None and int(got) != self.job.init_state_id:
+            raise RuntimeError(f"env reset to init state {got}, expected {self.job.init_state_id}")
+        if self.record_frames:
+            self.frames.append(np.asarray(obs["image"]))
+
+    def acted(self, action: Any) -> None:
+        if self.actions is not None:
+            self.actions.append(np.asarray(action, dtype=np.float64).round(6).tolist())
+
+    def stepped(self, obs: Any, terminated: bool, truncated: bool, info: Any) -> bool:
+        """The env stepped; ``True`` when the episode is over. Raises past the hard step cap."""
+        self.rec["steps"] += 1
+        if self.record_frames:
+            self.frames.append(np.asarray(obs["image"]))
+        if terminated or truncated:
+            success = info.get("is_success") if isinstance(info, dict) else None
+            self.rec["success"] = bool(terminated if success is None else success)
+            return True
+        if self.rec["steps"] >= self.step_cap:
+            raise step_cap_error(self.step_cap)
+        return False
+
+    def finish(self, exc: BaseException | None = None, *, gl_backend: str | None = None) -> dict[str, Any]:
+        """Close the record (an exception makes it an error, never a failure) and return it."""
+        if exc is not None:
+            self.rec.update(error_fields(exc))
+            self.rec["success"] = False
+        self.rec["wall_time_s"] = round(time.perf_counter() - self._t0, 4)
+        if self.actions is not None:
+            self.rec["actions"] = self.actions
+        if gl_backend is not None:
+            self.rec["gl_backend"] = gl_backend
+        self.done = True
+        return self.rec
+
+
+def gl_backend_of(env: Any) -> str | None:
+    return getattr(getattr(env, "unwrapped", env), "gl_backend", None)
+
+
+def run_episode(env: Any, policy: Any, job: EpisodeJob, config: EvalConfig,
+                step_cap: int | None = None) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """Run one protocol episode to its end; policy/env errors go into the record, never raise."""
+    ep = EpisodeRun(job, config, step_cap=step_cap)
+    try:
+        reset_policy(policy, job.policy_seed)
+        obs, info = env.reset(seed=job.seed, options={"init_state_id": job.init_state_id})
+        ep.started(obs, info)
+        while True:
+            action = act_policies([policy], [obs])[0]
+            if isinstance(action, BaseException):
+                raise action
+            ep.acted(action)
+            obs, _, terminated, truncated, info = env.step(action)
+            if ep.stepped(obs, terminated, truncated, info):
+                break
+    except Exception as exc:  # recorded, never silent
+        return ep.finish(exc, gl_backend=gl_backend_of(env)), ep.frames
+    return ep.finish(gl_backend=gl_backend_of(env)), ep.frames
+
+
+class EnvCache:
+    """At most one open env (and its policy) per kind; rebuilt after an error, since its state may be corrupt."""
+
+    def __init__(self, config: EvalConfig, policy_factory: PolicyFactory | None) -> None:
+        self.config = config
+        self.policy_factory = policy_factory
+        self._open: dict[str, tuple[int, Any, Any]] = {}
+
+    def get(self, kind: str, task_id: int) -> tuple[Any, Any]:
+        cur = self._open.get(kind)
+        if cur is not None and cur[0] == task_id:
+            return cur[1], cur[2]
+        self.drop(kind)
+        env = make_env(*env_spec_for(self.config, kind, task_id))
+        policy = None
+        if self.policy_factory is not None:
+            try:
+                policy = self.policy_factory(env)
+                check_policy(policy)
+            except BaseException:
+                env.close()
+                raise
+        self._open[kind] = (task_id, env, policy)
+        return env, policy
+
+    def drop(self, kind: str) -> None:
+        cur = self._open.pop(kind, None)
+        if cur is not None:
+            try:
+                cur[1].close()
+            except Exception:  # closing a broken env must not hide the original error
+                logger.warning("closing the %s env failed", kind, exc_info=True)
+
+    def close(self) -> None:
+        for kind in list(self._open):
+            self.drop(kind)
+
+
+def run_job(cache: EnvCache, job: EpisodeJob, step_cap: int | None = None) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """One job through an env cache (sync backend, Ray actors): build or reuse the env, run the episode."""
+    try:
+        env, policy = cache.get(job.kind, job.task_id)
+    except Exception as exc:
+        cache.drop(job.kind)
+        return EpisodeRun(job, cache.config, step_cap=step_cap).finish(exc), []
+    rec, frames = run_episode(env, policy, job, cache.config, step_cap)
+    if rec["error"] is not None:
+        cache.drop(job.kind)
+    return rec, frames
