@@ -31,7 +31,7 @@ from pathlib import Path
 import tyro
 
 from wvla_gym.evaluation import EvalConfig, evaluate, read_records
-from wvla_gym.evaluation.agreement import agreement_from_records, format_table
+from wvla_gym.evaluation.agreement import agreement_from_records, clipped_action_share, format_table
 from wvla_gym.evaluation.policies import RandomPolicy, ReplayPolicy, ZeroPolicy
 from wvla_gym.utils.run_identity import path_digest
 
@@ -108,9 +108,16 @@ def main(argv: list[str] | None = None) -> int:
             continue
         imag_factory = functools.partial(_replay_factory, records_path=str(episodes), policy=name) if privileged else factory
         evaluate(imag_factory, EvalConfig(env="imagined", policy_name=name, imagined_env_kwargs=imagined_kwargs,
-                                          backend=args.imagined_backend, num_envs=args.num_envs, knobs={**knobs, "world_model_digest": wm_digest},
-                                          record_actions=True, **common))
+                                          backend=args.imagined_backend, num_envs=args.num_envs, record_actions=True,
+                                          knobs={**knobs, "world_model_digest": wm_digest}, **common))
     report = agreement_from_records(read_records(episodes))
+    if args.imagined:  # how much of each policy's action range the world model's bins can tell apart
+        from wvla_gym.runtime import WorldVLARuntime
+
+        cfg = WorldVLARuntime.from_pretrained(args.world_model).config
+        report["clipped_action_share"] = clipped_action_share(read_records(episodes), cfg.action_min, cfg.action_max)
+        for policy, c in report["clipped_action_share"].items():
+            print(f"{policy}: {100 * c['share']:.1f} % of action values outside the world model's bins")
     (args.out / "agreement.json").write_text(json.dumps(report, indent=2) + "\n")
     table = format_table(report)
     (args.out / "agreement.md").write_text(table + "\n")

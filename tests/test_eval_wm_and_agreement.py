@@ -128,3 +128,21 @@ def test_agreement_cli_writes_report_and_plots(tmp_path, capsys):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "MMRV" in capsys.readouterr().out
     assert main([str(tmp_path / "missing")]) == 2
+
+
+def test_clipped_action_share_counts_values_outside_the_bins():
+    from wvla_gym.evaluation.agreement import clipped_action_share
+
+    def rec(policy, k, actions, env="imagined"):
+        return {"policy": policy, "env": env, "suite": "libero_object", "task_id": 0, "init_state_id": k, "seed": 0,
+                "success": False, "error": None, "actions": actions}
+
+    lo, hi = [-0.5] * 7, [0.5] * 7
+    recs = [rec("a", 0, [[0.0] * 7, [0.6] + [0.0] * 6]),          # 1 of 14 values outside
+            rec("a", 1, [[-1.0] * 7]),                            # 7 of 7 outside
+            rec("a", 0, [[9.0] * 7], env="real"),                 # real records are not what the world model saw
+            rec("b", 0, [[0.5] * 7])]                             # the bin edges themselves are inside
+    out = clipped_action_share(recs, lo, hi)
+    assert out["a"]["values"] == 21 and out["a"]["share"] == 8 / 21
+    assert out["a"]["per_dim"][0] == round(2 / 3, 4) and out["a"]["per_dim"][1] == round(1 / 3, 4)
+    assert out["b"]["share"] == 0.0

@@ -19,15 +19,7 @@ RES = 32
 INSTR = "pick up the alphabet soup and place it in the basket"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # The tiny model is latency-bound; one thread avoids oversubscribing a shared CPU.
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -126,3 +126,27 @@ def format_table(report: dict[str, Any]) -> str:
             )
     rows.append(f"Error episodes excluded: {report['errors_excluded']}.")
     return "\n".join(rows)
+
+
+def clipped_action_share(records: Iterable[dict[str, Any]], action_min: Any, action_max: Any,
+                         env: str = "imagined") -> dict[str, dict[str, Any]]:
+    """Per policy: the share of action values outside the world model's action bins ``[min, max]``.
+
+    Such values land in an edge bin, so the world model cannot tell them apart (dx = -0.05 and dx = -1.0 are
+    one token when min is -0.044). Computed over the ``actions`` of the policy's ``env`` records (written with
+    ``EvalConfig(record_actions=True)``), per dimension and overall.
+    """
+    import numpy as np
+
+    lo, hi = np.asarray(action_min, np.float64), np.asarray(action_max, np.float64)
+    acts: dict[str, list[Any]] = {}
+    for r in latest_records(records).values():
+        if r.get("env") == env and r.get("actions"):
+            acts.setdefault(str(r["policy"]), []).extend(r["actions"])
+    out: dict[str, dict[str, Any]] = {}
+    for policy, rows in sorted(acts.items()):
+        a = np.asarray(rows, np.float64)
+        clipped = (a < lo) | (a > hi)
+        out[policy] = {"share": float(clipped.mean()), "per_dim": [round(float(x), 4) for x in clipped.mean(0)],
+                       "values": int(a.size)}
+    return out

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from wvla_gym.utils.run_identity import atomic_write_text, claim_run, path_digest
+from wvla_gym.utils.run_identity import atomic_write, atomic_write_text, claim_run, path_digest
 
 CKPT = "ckpt"
 STATE = "train_state.pt"
@@ -100,19 +100,7 @@ def safe_load(path: str | os.PathLike, map_location: Any = None) -> Any:
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to a temp file in the same folder, then ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: torch.save(obj, f), binary=True)
 
 
 def save_checkpoint_dir(out: Path, write: Callable[[Path], None], name: str = CKPT) -> None:

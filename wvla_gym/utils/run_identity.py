@@ -19,7 +19,7 @@ import os
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 IDENTITY_FILE = "run_identity.json"
 
@@ -28,14 +28,15 @@ class RunIdentityError(ValueError):
     """Resuming into a folder whose recorded settings differ from this run's."""
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file + ``os.replace`` (a kill leaves the old file or the new one)."""
+def atomic_write(path: str | os.PathLike, fill: Callable[[IO[Any]], Any], *, binary: bool = False) -> None:
+    """Let ``fill(f)`` write a temp file in ``path``'s folder, then ``os.replace`` it onto ``path``: a kill leaves
+    the old file or the new one, never a torn one. Concurrent writers never share a temp file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            fill(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -43,6 +44,11 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_write`)."""
+    atomic_write(path, lambda f: f.write(text))
 
 
 def path_digest(path: str | os.PathLike, *, chunk: int = 1 << 20) -> str:
