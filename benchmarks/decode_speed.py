@@ -30,6 +30,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--backend", default="dynamic", choices=["auto", "dynamic", "static", "cuda_graph"],
+                    help="decode backend of the runtime (wvla_gym.decoding)")
     ap.add_argument("--repeats", type=int, default=2, help="timed runs per mode; the best is reported")
     ap.add_argument("--agent-steps", type=int, default=10, help="agent.act() calls for the overhead share")
     ap.add_argument("--json-out", default=None,
@@ -59,7 +61,7 @@ def main() -> None:
     cfg._attn_implementation = args.attn
     model = WorldVLAForConditionalGeneration(cfg).eval()
     n_params = sum(p.numel() for n, p in model.named_parameters() if "vqmodel" not in n)
-    rt = WorldVLARuntime(model, ByteTextTokenizer(0))
+    rt = WorldVLARuntime(model, ByteTextTokenizer(0), decode_backend=args.backend)
     rng = np.random.default_rng(args.seed)
     prompt = [layout.bos_id, *rng.integers(20000, 30000, 20).tolist()]
     side = 16  # 256 px images: 276 tokens each; whole images only (a cut image would change the mask rule)
@@ -98,7 +100,7 @@ def main() -> None:
     print(f"{'K':>3} {'seq passes':>10} {'par passes':>10} {'seq s':>8} {'par s':>8} {'speedup':>8} {'same tokens':>12}")
     for k, sp, pp, ts, tp, s, same in rows:
         print(f"{k:>3} {sp:>10} {pp:>10} {ts:>8.2f} {tp:>8.2f} {s:>7.2f}x {str(same):>12}")
-    result.update(tokens_identical=bool(identical), params_m=round(n_params / 1e6, 1), prompt_len=len(prompt),
+    result.update(backend=rt.decode_backend, tokens_identical=bool(identical), params_m=round(n_params / 1e6, 1), prompt_len=len(prompt),
                   prefill_s=round(prefill, 3))
     share = measure_agent_overhead(rt, args.agent_steps, args.seed)
     print(f"agent overhead: {100 * share:.2f} % of act() time outside model calls ({args.agent_steps} act() calls)")

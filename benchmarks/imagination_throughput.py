@@ -41,6 +41,10 @@ class Args:
     threads: int = 0
     """torch threads (0 = all cores, capped at 8)"""
     device: str = "cpu"
+    decode_backend: str = "auto"
+    """auto | dynamic | static | cuda_graph (wvla_gym.decoding)"""
+    vq_batch: bool = False
+    """VQ encode/decode the batch in one call (not bit-identical to frame by frame; see AGENTS.md)"""
     seed: int = 0
     json_out: str | None = None
     """Also write the result with machine/load/version facts: a path, or 'default' for
@@ -48,6 +52,13 @@ class Args:
 
 
 def load(args: Args) -> tuple[WorldVLARuntime, str]:
+    rt, name = _load(args)
+    rt.decode_backend = args.decode_backend
+    rt.vq_batch = args.vq_batch
+    return rt, name
+
+
+def _load(args: Args) -> tuple[WorldVLARuntime, str]:
     if args.checkpoint is not None:
         return WorldVLARuntime.from_pretrained(args.checkpoint, device=args.device), args.checkpoint
     try:
@@ -116,6 +127,7 @@ def main(args: Args) -> dict:
     n_max = max(args.ns)
     result = {
         "model": model_name, "resolution": rt.resolution, "threads": threads,
+        "decode_backend": rt.decode_backend, "vq_batch": rt.vq_batch,
         **{f"imagined_n{n}_steps_per_s": round(v, 3) for n, v in rows.items()},
         "real_steps_per_s": None if real is None else round(real, 3),
         "n16_vs_n1": round(rows[n_max] / rows[min(args.ns)], 3) if n_max == 16 and 1 in rows else None,

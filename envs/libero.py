@@ -44,6 +44,21 @@ def _libero_modules(gl_backend: str | None):
     return benchmark, get_libero_path, OffScreenRenderEnv, backend
 
 
+@contextlib.contextmanager
+def _keep_global_numpy_rng():
+    """Restore numpy's global RNG state on exit.
+
+    LIBERO draws fixture poses and placements from ``np.random`` and so needs it seeded; without this, every
+    reset would leave the global RNG at the same state and user code drawing from ``np.random`` would see the
+    same numbers every episode. (LIBERO touches neither Python's ``random`` nor torch's RNG.)
+    """
+    state = np.random.get_state()
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
 def quat_to_axis_angle(quat_xyzw: np.ndarray) -> np.ndarray:
     """Axis-angle (3,) from an xyzw quaternion, the convention of LIBERO's state vector and RynnVLA's state tokens."""
     q = np.asarray(quat_xyzw, dtype=np.float64).copy()
@@ -81,7 +96,9 @@ class LiberoEnv(gym.Env):
     option, init states are cycled per episode, restarting at 0 whenever ``seed`` is given), then runs ``num_steps_wait`` settle steps
     ``[0, 0, 0, 0, 0, 0, -1]`` that do not count against the step limit. LIBERO re-samples fixture poses from
     numpy's global RNG, so it is seeded before every reset: same ``seed`` + same init state -> identical
-    first observation. The episode terminates on success (reward 1.0, ``info["is_success"]``) and is
+    first observation. The global RNG's state is saved before and restored after (also when the simulator
+    is built), so a reset leaves ``np.random`` as it found it; Python's ``random`` and torch's RNG are never
+    touched. The episode terminates on success (reward 1.0, ``info["is_success"]``) and is
     truncated at the suite's limit (spatial 220, object 280, goal 300, libero_10 520, libero_90 400).
 
     Beyond the 50 fixed init states (details in :mod:`envs.placement`):
@@ -189,21 +206,22 @@ class LiberoEnv(gym.Env):
             _, _, OffScreenRenderEnv, backend = _libero_modules(self._gl_backend_request)
             self.gl_backend = backend
             cameras = ["agentview", "robot0_eye_in_hand"] if self.wrist else ["agentview"]
-            np.random.seed(0)  # construction samples placements from the global RNG too
-            env = OffScreenRenderEnv(
-                bddl_file_name=str(self.bddl_file),
-                camera_heights=self.resolution,
-                camera_widths=self.resolution,
-                camera_names=cameras,
-                # robosuite raises past its own horizon; keep it beyond ours so truncation is ours alone.
-                horizon=self.max_episode_steps + self.num_steps_wait + 100,
-            )
-            # Fixtures (cabinets, stoves, ...) have no joints, so init states do not fix them, and LIBERO's
-            # sampler places them relative to their previous pose at every hard reset: the official loop lets
-            # them drift from episode to episode. We pin them to their poses in the first episode after
-            # env.seed(0) (the official eval's setting), which makes every episode reproducible.
-            env.seed(0)
-            env.reset()
+            with _keep_global_numpy_rng():
+                np.random.seed(0)  # construction samples placements from the global RNG too
+                env = OffScreenRenderEnv(
+                    bddl_file_name=str(self.bddl_file),
+                    camera_heights=self.resolution,
+                    camera_widths=self.resolution,
+                    camera_names=cameras,
+                    # robosuite raises past its own horizon; keep it beyond ours so truncation is ours alone.
+                    horizon=self.max_episode_steps + self.num_steps_wait + 100,
+                )
+                # Fixtures (cabinets, stoves, ...) have no joints, so init states do not fix them, and LIBERO's
+                # sampler places them relative to their previous pose at every hard reset: the official loop
+                # lets them drift from episode to episode. We pin them to their poses in the first episode after
+                # env.seed(0) (the official eval's setting), which makes every episode reproducible.
+                env.seed(0)
+                env.reset()
             inner = env.env
             self._fixture_poses = {
                 name: (np.array(inner.sim.model.body_pos[bid]), np.array(inner.sim.model.body_quat[bid]))
@@ -249,6 +267,11 @@ class LiberoEnv(gym.Env):
         else:
             self.init_state_id = None  # a sampled placement or a given sim_state: no fixed init state
 
+        # numpy's global RNG is seeded below for LIBERO and restored afterwards: no lasting side effect.
+        with _keep_global_numpy_rng():
+            return self._reset_sim(seed, req)
+
+    def _reset_sim(self, seed: int | None, req: placement.ResetRequest):
         env = self._ensure_sim()
         # LIBERO re-samples fixture poses from numpy's *global* RNG on reset: seed it every time, from the
         # episode seed when given, else from this env's own generator (reproducible under a seeded reset).

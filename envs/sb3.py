@@ -4,12 +4,14 @@ SB3 cannot batch ``Text`` spaces and expects its own ``VecEnv`` API (auto-reset 
 ``infos[i]["terminal_observation"]``, a list of info dicts). :class:`SB3Compat` wraps any single env
 (real or imagined); :class:`SB3VecEnvAdapter` exposes a Gymnasium ``VectorEnv`` in ``SAME_STEP`` autoreset
 mode (such as :class:`envs.imagined.ImaginedVectorEnv`) as an SB3 ``VecEnv``, keeping its one batched
-world-model call per step.
+world-model call per step. :func:`with_task_instructions` hands each sub-env's task instruction to a
+language-conditioned policy (such as ``WorldVLAAgent``) under SB3's ``evaluate_policy``, which passes the policy
+observations only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -186,3 +188,56 @@ def make_sb3_vec_env(
 
     venv = ImaginedVectorEnv(num_envs, autoreset_mode=AutoresetMode.SAME_STEP, **env_kwargs)
     return SB3VecEnvAdapter(venv, keys=keys, unwrap_single=unwrap_single)
+
+
+class TaskInstructionPredictor:
+    """An SB3 ``PolicyPredictor`` that adds each sub-env's instruction to the observations it hands on.
+
+    SB3's ``evaluate_policy(model, env)`` calls ``model.predict(obs, state, episode_start, deterministic)`` and
+    nothing else, and an SB3 observation cannot carry text, so a language-conditioned policy never sees the
+    task. This wrapper reads ``vec_env.get_attr(attr)`` (``task_description`` of every WorldVLA env, real or
+    imagined, through any Gymnasium wrappers) when an episode starts and passes the Dict observation on with
+    an ``"instruction"`` entry (one str per sub-env), which ``WorldVLAAgent.predict`` reads. Sub-envs may run
+    different tasks. On its first call it also calls ``policy.reset(num_envs=...)`` when the policy has one,
+    so one agent can be evaluated on VecEnvs of different widths. Build it with :func:`with_task_instructions`.
+    """
+
+    def __init__(self, policy: Any, vec_env: VecEnv, attr: str = "task_description") -> None:
+        if not callable(getattr(policy, "predict", None)):
+            raise TypeError(f"policy must have an SB3-style predict() method, got {type(policy).__name__}")
+        self.policy = policy
+        self.vec_env = vec_env
+        self.attr = attr
+        self._instructions: list[str] | None = None
+
+    def predict(
+        self,
+        observation: Any,
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        if not isinstance(observation, Mapping):
+            raise ValueError(
+                f"observations are a {type(observation).__name__}; the instruction can only be added to Dict "
+                "observations: build the VecEnv without keys= (or with keys=['image', ...] and unwrap_single=False)"
+            )
+        if self._instructions is None and callable(getattr(self.policy, "reset", None)):
+            # a new evaluation: size the agent's per-env state (queues, histories) to this VecEnv
+            self.policy.reset(num_envs=len(next(iter(observation.values()))))
+        if self._instructions is None or (episode_start is not None and np.any(episode_start)):
+            self._instructions = [str(t) for t in self.vec_env.get_attr(self.attr)]  # re-read at episode starts
+        return self.policy.predict(
+            {**observation, "instruction": self._instructions}, state=state, episode_start=episode_start,
+            deterministic=deterministic,
+        )
+
+    def __getattr__(self, name: str) -> Any:  # the wrapped policy's other attributes (timing, knobs, ...)
+        if name == "policy":
+            raise AttributeError(name)
+        return getattr(self.policy, name)
+
+
+def with_task_instructions(policy: Any, vec_env: VecEnv, attr: str = "task_description") -> TaskInstructionPredictor:
+    """``evaluate_policy(with_task_instructions(agent, vec_env), vec_env)``: every sub-env's task reaches the agent."""
+    return TaskInstructionPredictor(policy, vec_env, attr)

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from transformers.cache_utils import DynamicCache
 
+from .decoding import BLOCK, OFFICIAL_MAX_NEW_TOKENS, StaticDecoder, prompt_prefill_inputs, resolve_backend
 from .model.image_tokenizer import ImageTokenizer
 from .model.loading import load_checkpoint
 from .model.modeling_worldvla import WorldVLAForConditionalGeneration
@@ -45,16 +46,13 @@ from .model.processing_worldvla import (
     TextTokenizer,
     WorldVLAProcessor,
     _blocks,
-    build_action_attention_mask,
-    pad_left,
     to_model_mask,
 )
 from .model.token_layout import TokenLayout
 from .protocol import check_action
 
 DEFAULT_ASSET_DIR = Path(__file__).resolve().parent / "assets" / "default"
-BLOCK = 9  # BOA + 7 values + EOA
-OFFICIAL_MAX_NEW_TOKENS = 300  # 25 * 12 in the reference eval
+__all__ = ["BLOCK", "OFFICIAL_MAX_NEW_TOKENS", "MalformedActionOutput", "WorldVLARuntime", "action_mask_row"]
 
 
 class MalformedActionOutput(RuntimeError):
@@ -94,11 +92,24 @@ def _as_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
 
 
 class WorldVLARuntime:
-    """Owns the backbone, tokenizers and token layout; offers ``predict_action_chunk`` and ``imagine``."""
+    """Owns the backbone, tokenizers and token layout; offers ``predict_action_chunk`` and ``imagine``.
+
+    ``decode_backend`` ("auto" | "dynamic" | "static" | "cuda_graph", see :mod:`wvla_gym.decoding`): "auto" is
+    "cuda_graph" on a CUDA device with graphs and "dynamic" (the original path, unchanged results) elsewhere.
+    ``vq_batch``: VQ-encode/decode all frames of a call in one batch (faster) instead of frame by frame (the
+    default: batched CPU convolutions round differently in the last bit, and a vector env must give exactly
+    what N single envs give). Both can be changed later by assigning the attributes."""
 
     action_dim: int = 7
 
-    def __init__(self, model: WorldVLAForConditionalGeneration, text_tokenizer: TextTokenizer):
+    def __init__(
+        self,
+        model: WorldVLAForConditionalGeneration,
+        text_tokenizer: TextTokenizer,
+        *,
+        decode_backend: str = "auto",
+        vq_batch: bool = False,
+    ):
         self.model = model.eval()
         self.config = model.config
         self.layout: TokenLayout = self.config.token_layout
@@ -118,6 +129,34 @@ class WorldVLARuntime:
         self._image_ids = torch.as_tensor(self.layout.image_ids, device=self.device)
         self.last_decode_info: dict[str, Any] = {}
         self.checkpoint_dir: Path | None = None
+        self.last_prefill_s = 0.0
+        self._static: StaticDecoder | None = None
+        self.decode_backend = decode_backend
+        self.vq_batch = vq_batch
+
+    @property
+    def decode_backend(self) -> str:
+        """The resolved backend in use ("dynamic", "static" or "cuda_graph")."""
+        return self._backend
+
+    @decode_backend.setter
+    def decode_backend(self, value: str) -> None:
+        backend = resolve_backend(value, self.device)
+        self._backend = backend
+        if backend == "dynamic":
+            self._static = None
+        elif self._static is None or self._static.step.capture != (backend == "cuda_graph"):
+            self._static = StaticDecoder(self, capture=backend == "cuda_graph")
+
+    @property
+    def vq_batch(self) -> bool:
+        return self.image_tokenizer.batch_frames
+
+    @vq_batch.setter
+    def vq_batch(self, value: bool) -> None:
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"vq_batch must be a bool, got {type(value).__name__}")
+        self.image_tokenizer.batch_frames = bool(value)
 
     @classmethod
     def from_pretrained(
@@ -127,8 +166,12 @@ class WorldVLARuntime:
         device: str | torch.device = "cpu",
         dtype: torch.dtype | str | None = None,
         attn_implementation: str = "sdpa",
+        decode_backend: str = "auto",
+        vq_batch: bool = False,
     ) -> WorldVLARuntime:
-        """Load our format or a released checkpoint (local folder or Hub id). ``None`` -> the embedded default."""
+        """Load our format or a released checkpoint (local folder or Hub id). ``None`` -> the embedded default.
+
+        ``decode_backend`` / ``vq_batch``: see the class docstring."""
         if path_or_hub_id is None:
             if not (DEFAULT_ASSET_DIR / "config.json").exists():
                 raise FileNotFoundError(
@@ -139,7 +182,7 @@ class WorldVLARuntime:
         model, tok = load_checkpoint(
             path_or_hub_id, device=device, dtype=_as_dtype(dtype), attn_implementation=attn_implementation
         )
-        rt = cls(model, tok)
+        rt = cls(model, tok, decode_backend=decode_backend, vq_batch=vq_batch)
         # Side files shipped with a checkpoint (e.g. a success judge in judge/) are found through this.
         local = Path(path_or_hub_id)
         rt.checkpoint_dir = local if local.is_dir() else None
@@ -221,13 +264,7 @@ class WorldVLARuntime:
 
     def _prefill(self, prompts: list[list[int]], mask_image_logits=None):
         """Left-padded prompt forward; returns (cache, last logits (B, V), valid keys (B, Lp))."""
-        ids, valid = pad_left(prompts, self.layout.pad_id)
-        pos = (valid.long().cumsum(1) - 1).clamp(min=0)
-        keep = torch.zeros(ids.shape[0], ids.shape[1], ids.shape[1], dtype=torch.bool)
-        for b, p in enumerate(prompts):  # the prompt rows of the action mask, per sequence, placed after padding
-            n = len(p)
-            keep[b, -n:, -n:] = build_action_attention_mask(torch.tensor([p]), self.layout)[0]
-        keep |= torch.eye(ids.shape[1], dtype=torch.bool)[None] & ~valid[:, :, None]  # padded rows: no empty softmax
+        ids, valid, pos, keep = prompt_prefill_inputs(prompts, self.layout)
         cache = DynamicCache(config=self.config)
         t0 = time.perf_counter()
         logits = self._forward(ids, pos, keep, cache, logits_to_keep=1, mask_image_logits=mask_image_logits)
@@ -236,6 +273,10 @@ class WorldVLARuntime:
 
     def _decode_sequential(self, prompts, n_blocks, constrain, *, max_new_tokens=None):
         """Official masked sequential greedy decode; returns the generated tokens per sequence."""
+        if self._static is not None:
+            gen = self._static.decode_sequential(prompts, n_blocks, constrain, max_new_tokens=max_new_tokens)
+            self.last_prefill_s = self._static.last_prefill_s
+            return gen
         lay = self.layout
         bsz = len(prompts)
         cache, logits, valid = self._prefill(prompts)
@@ -289,25 +330,38 @@ class WorldVLARuntime:
             out[b] = lay.boa_id if slot == 0 else lay.eoa_id if slot == BLOCK - 1 else vals[b]
         return out
 
+    def _parallel_prompt_keep(self, prompts) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt part ``(B, Lp)`` of every block row (the row of a BOA appended to the prompt: hides earlier
+        action blocks of the prompt if any; none in the action-model prompt), and which rows have independent
+        blocks (they start after the end of the last image; an unterminated image in the prompt runs to the end
+        of the sequence, and then blocks see each other)."""
+        lay = self.layout
+        bsz, lp = len(prompts), max(len(p) for p in prompts)
+        prompt_keep = torch.zeros(bsz, lp, dtype=torch.bool)
+        independent = torch.ones(bsz, dtype=torch.bool)
+        for b, p in enumerate(prompts):
+            ext = torch.tensor([*p, lay.boa_id])
+            prompt_keep[b, lp - len(p) :] = action_mask_row(ext, lay)[:-1]
+            last_img_end = max((e for _, e in _blocks(ext, lay.boi_id, lay.eoi_id)), default=-1)
+            independent[b] = last_img_end < len(p)
+        return prompt_keep, independent
+
     def _decode_parallel(self, prompts, n_blocks, constrain):
         """Pack the n blocks into one forward per token slot; see the module docstring."""
+        if self._static is not None:
+            slots, after_eoa, first_ok, independent, n_pass = self._static.decode_parallel(prompts, n_blocks, constrain)
+            self.last_prefill_s = self._static.last_prefill_s
+        else:
+            slots, after_eoa, first_ok, independent, n_pass = self._decode_parallel_dynamic(prompts, n_blocks, constrain)
+        return self._finish_parallel(prompts, n_blocks, constrain, slots, after_eoa, first_ok, independent, n_pass)
+
+    def _decode_parallel_dynamic(self, prompts, n_blocks, constrain):
         lay = self.layout
         bsz, n = len(prompts), n_blocks
         cache, logits, valid = self._prefill(prompts)
         lp = valid.shape[1]
         lens = torch.tensor([len(p) for p in prompts])
-        # prompt part of every block row = the row of a BOA appended to the prompt (hides earlier action blocks
-        # of the prompt if any; none in the action-model prompt)
-        prompt_keep = torch.zeros(bsz, lp, dtype=torch.bool)
-        independent = torch.ones(bsz, dtype=torch.bool)
-        for b, p in enumerate(prompts):
-            ext = torch.tensor([*p, lay.boa_id])
-            row = action_mask_row(ext, lay)[:-1]
-            prompt_keep[b, lp - len(p) :] = row
-            # blocks are only independent if they start after the end of the last image (an unterminated
-            # image in the prompt runs to the end of the sequence, and then blocks see each other)
-            last_img_end = max((e for _, e in _blocks(ext, lay.boi_id, lay.eoi_id)), default=-1)
-            independent[b] = last_img_end < len(p)
+        prompt_keep, independent = self._parallel_prompt_keep(prompts)
         first_ok = logits.argmax(-1).cpu() == lay.boa_id
         slots = torch.empty(bsz, n, BLOCK, dtype=torch.long)
         slots[:, :, 0] = lay.boa_id
@@ -327,6 +381,13 @@ class WorldVLARuntime:
                 slots[:, :, t + 1] = lay.eoa_id if t + 1 == BLOCK - 1 else val
             else:
                 slots[:, :, t + 1] = step_logits.argmax(-1).cpu()
+        return slots, after_eoa, first_ok, independent, n_pass
+
+    def _finish_parallel(self, prompts, n_blocks, constrain, slots, after_eoa, first_ok, independent, n_pass):
+        """Shared by every backend: constrained rows with dependent blocks, and (unconstrained) rows whose
+        output breaks the block structure, are re-decoded sequentially (exact official tokens)."""
+        lay = self.layout
+        bsz = len(prompts)
         gen = [slots[b].reshape(-1).tolist() for b in range(bsz)]
         if constrain:
             bad = [b for b in range(bsz) if not bool(independent[b])]
@@ -334,9 +395,9 @@ class WorldVLARuntime:
                 redo = self._decode_sequential([prompts[b] for b in bad], n_blocks, constrain=True)
                 for b, g in zip(bad, redo, strict=True):
                     gen[b] = g
-            self.last_decode_info = {"mode": "parallel", "fallback": [b in bad for b in range(bsz)], "passes": n_pass}
+            self.last_decode_info = {"mode": "parallel", "fallback": [b in bad for b in range(bsz)], "passes": n_pass,
+                                     "backend": self.decode_backend}
             return gen
-        # verify the structural assumption; re-decode failing rows sequentially (exact official tokens)
         structural = torch.tensor(sorted(lay.structural_ids()))
         inner_ok = ~torch.isin(slots[:, :, 1 : BLOCK - 1], structural).any(-1)  # (B, n)
         eoa_ok = slots[:, :, BLOCK - 1] == lay.eoa_id
@@ -347,7 +408,8 @@ class WorldVLARuntime:
             redo = self._decode_sequential([prompts[b] for b in bad], n_blocks, constrain=False)
             for b, g in zip(bad, redo, strict=True):
                 gen[b] = g
-        self.last_decode_info = {"mode": "parallel", "fallback": [b in bad for b in range(bsz)], "passes": n_pass}
+        self.last_decode_info = {"mode": "parallel", "fallback": [b in bad for b in range(bsz)], "passes": n_pass,
+                                 "backend": self.decode_backend}
         return gen
 
     def _parse_actions(self, gen: list[list[int]], n_blocks: int) -> np.ndarray:
@@ -401,7 +463,7 @@ class WorldVLARuntime:
         self._check_prompt_lengths(prompts, BLOCK * int(n), "predict_action_chunk")
         if decode == "sequential":
             gen = self._decode_sequential(prompts, int(n), bool(constrain_actions))
-            self.last_decode_info = {"mode": "sequential"}
+            self.last_decode_info = {"mode": "sequential", "backend": self.decode_backend}
         else:
             gen = self._decode_parallel(prompts, int(n), bool(constrain_actions))
         self.last_tokens = gen
@@ -458,6 +520,11 @@ class WorldVLARuntime:
         h, w = self.image_tokenizer.latent_shape(r, r)
         # fed after the prompt: BOI + 2 grid tokens, every code but the last, the row-ends before it
         self._check_prompt_lengths(prompts, 3 + (h * w - 1) + (h - 1), "imagine")
+        if self._static is not None:
+            out = self._static.imagine_codes(prompts, h, w, do_sample=do_sample, temperature=temperature,
+                                             generator=generator)
+            self.last_prefill_s = self._static.last_prefill_s
+            return self.image_tokenizer.decode_codes(out.view(bsz, h, w))
         template = [lay.boi_id, lay.grid_token(h), lay.grid_token(w)]
         cache, logits, valid = self._prefill(prompts, mask_image_logits=False)
         lp = valid.shape[1]

@@ -4,17 +4,28 @@ With a WorldVLA checkpoint (``--checkpoint``, or the embedded default once the p
 WorldVLA agent on a libero_object task in real LIBERO *and* in imagination from the same init state and writes
 one side-by-side mp4 (real | imagined) with the success of both. Without a checkpoint it runs the scripted
 LIBERO expert in real MuJoCo (the policy that records our training data) and writes its video.
+
+Each episode shows a progress bar (steps, then its outcome) on stderr. The video is upscaled (nearest
+neighbour) to at least 256 px tall, each half labelled ("real LIBERO" / "imagined (world model)") with its step
+counter and, once it ended, its outcome. The final JSON line records the torch thread count, the wall time and
+the machine's load average (before and after), since on a shared CPU the time means little without it.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import tyro
+
+#: torch threads: 1 beat 2 on this project's loaded 2-core CPU (benchmarks/demo_threads.py, results/demo_threads.json)
+DEFAULT_THREADS = 1
+FPS = 20  # LIBERO's control rate
 
 
 @dataclass
@@ -31,14 +42,50 @@ class DemoArgs:
     max_steps: int | None = None
     """step limit (default: the suite's LIBERO limit)"""
     out: str = "videos/demo.mp4"
-    threads: int = 2
+    threads: int = DEFAULT_THREADS
+    """torch threads (1 measured faster than 2 on a loaded 2-core CPU: benchmarks/results/demo_threads.json)"""
+    video_height: int = 256
+    """minimum video height: frames are upscaled (nearest neighbour) by an integer factor to reach it"""
+    constrain_actions: bool | None = None
+    """force well-formed action blocks when decoding (None: the checkpoint's config; the embedded default sets it)"""
+    progress: bool = True
+    """a progress bar per episode on stderr"""
 
 
-def _write(path: Path, frames: list[np.ndarray], fps: int) -> None:
-    import imageio.v2 as imageio
+def _write(path: Path, clips: list[tuple[str, list[np.ndarray], str]], args: DemoArgs) -> None:
+    from wvla_gym.evaluation.video import labelled_side_by_side, write_video
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    imageio.mimsave(path, np.stack(frames), fps=fps, macro_block_size=1)
+    # hold the final composite for 2 s so both outcomes stay readable at the end
+    frames = labelled_side_by_side(clips, min_height=args.video_height, hold_frames=2 * FPS)
+    write_video(path, frames, FPS)
+
+
+def _outcome(success: bool, steps: int) -> str:
+    return f"success in {steps} steps" if success else f"no success ({steps} steps)"
+
+
+def _episode(env, policy, reset_policy, name: str, args: DemoArgs, views: tuple[str, ...] = ("image",)):
+    """One episode with a tqdm bar; returns (frames per view, success, steps, info)."""
+    from tqdm import tqdm
+
+    obs, info = env.reset(seed=0, options={"init_state_id": args.init_state_id})
+    reset_policy(info)
+    limit = env.spec.max_episode_steps if env.spec and env.spec.max_episode_steps else None
+    limit = limit or getattr(env.unwrapped, "max_episode_steps", None)
+    frames = {v: [obs[v]] for v in views}
+    done, steps = False, 0
+    with tqdm(total=limit, desc=name, unit="step", disable=not args.progress, dynamic_ncols=True) as bar:
+        while not done:
+            obs, _, terminated, truncated, info = env.step(policy(obs))
+            for v in views:
+                frames[v].append(obs[v])
+            steps += 1
+            bar.update(1)
+            done = terminated or truncated
+        success = bool(info["is_success"])
+        bar.set_postfix_str(_outcome(success, steps))
+    env.close()
+    return frames, success, steps, info
 
 
 def _run_expert(args: DemoArgs) -> dict:
@@ -51,19 +98,13 @@ def _run_expert(args: DemoArgs) -> dict:
     env = gym.make("WorldVLA-LIBERO-v0", task_suite=args.task_suite, task_id=args.task_id,
                    resolution=args.resolution, wrist=True, **kw)
     expert = ScriptedLiberoExpert(env)
-    obs, info = env.reset(seed=0, options={"init_state_id": args.init_state_id})
-    expert.reset()
-    frames = [np.concatenate([obs["image"], obs["wrist_image"]], axis=1)]
-    done, steps = False, 0
-    while not done:
-        obs, _, terminated, truncated, info = env.step(expert.act(obs))
-        frames.append(np.concatenate([obs["image"], obs["wrist_image"]], axis=1))
-        steps += 1
-        done = terminated or truncated
-    env.close()
-    _write(Path(args.out), frames, 20)
+    frames, success, steps, info = _episode(env, expert.act, lambda _: expert.reset(), "real LIBERO (expert)", args,
+                                            views=("image", "wrist_image"))
+    outcome = _outcome(success, steps)
+    _write(Path(args.out), [("real LIBERO: agent view", frames["image"], outcome),
+                            ("wrist camera", frames["wrist_image"], outcome)], args)
     return {"policy": "scripted expert", "env": "real", "task": info["task_description"],
-            "success": bool(info["is_success"]), "steps": steps}
+            "success": success, "steps": steps}
 
 
 def _run_agent(args: DemoArgs, checkpoint: str | None) -> dict:
@@ -74,8 +115,8 @@ def _run_agent(args: DemoArgs, checkpoint: str | None) -> dict:
     from wvla_gym.judge import ClassifierJudge
     from wvla_gym.runtime import DEFAULT_ASSET_DIR
 
-    # the small embedded default sometimes emits a malformed action block; force the block structure for it
-    agent = WorldVLAAgent.from_pretrained(checkpoint, constrain_actions=checkpoint is None)
+    # None: the checkpoint's config decides (the small embedded default forces well-formed action blocks)
+    agent = WorldVLAAgent.from_pretrained(checkpoint, constrain_actions=args.constrain_actions)
     # a model folder may ship its success judge in judge/ (the embedded default does); without one the
     # imagined episode can never succeed
     judge_dir = Path(checkpoint or DEFAULT_ASSET_DIR) / "judge"
@@ -84,40 +125,42 @@ def _run_agent(args: DemoArgs, checkpoint: str | None) -> dict:
     common = dict(task_suite=args.task_suite, task_id=args.task_id, resolution=agent.resolution, wrist=False)
     envs = {"real": gym.make("WorldVLA-LIBERO-v0", **common, **kw),
             "imagined": gym.make("WorldVLA-Imagined-v0", runtime=agent.runtime, success_judge=judge, **common, **kw)}
-    videos, result = {}, {"policy": "WorldVLA agent", "checkpoint": checkpoint or "embedded default"}
+    labels = {"real": "real LIBERO", "imagined": "imagined (world model)"}
+    clips, result = [], {"policy": "WorldVLA agent", "checkpoint": checkpoint or "embedded default"}
     for kind, env in envs.items():
-        obs, info = env.reset(seed=0, options={"init_state_id": args.init_state_id})
-        agent.reset(instruction=info["task_description"])
-        frames, done, steps = [obs["image"]], False, 0
-        while not done:
-            obs, _, terminated, truncated, info = env.step(agent.act(obs))
-            frames.append(obs["image"])
-            steps += 1
-            done = terminated or truncated
-        env.close()
-        videos[kind] = frames
-        result[kind] = {"success": bool(info["is_success"]), "steps": steps}
+        t0 = time.perf_counter()
+        frames, success, steps, info = _episode(
+            env, agent.act, lambda info: agent.reset(instruction=info["task_description"]), labels[kind], args)
+        clips.append((labels[kind], frames["image"], _outcome(success, steps)))  # the shorter one holds its last frame
+        result[kind] = {"success": success, "steps": steps, "wall_s": round(time.perf_counter() - t0, 1)}
         result["task"] = info["task_description"]
-    n = max(len(v) for v in videos.values())
-    pad = {k: v + [v[-1]] * (n - len(v)) for k, v in videos.items()}  # the shorter episode holds its last frame
-    _write(Path(args.out), [np.concatenate([r, i], axis=1) for r, i in zip(pad["real"], pad["imagined"], strict=True)], 20)
+    _write(Path(args.out), clips, args)
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
     args = tyro.cli(DemoArgs, args=argv)
+    if args.threads < 1:
+        raise SystemExit(f"--threads {args.threads}: expected an int >= 1")
     import torch
 
     torch.set_num_threads(args.threads)
     from wvla_gym.runtime import DEFAULT_ASSET_DIR
 
+    load_before = os.getloadavg()
     t0 = time.perf_counter()
     has_default = (Path(DEFAULT_ASSET_DIR) / "config.json").exists()
     if args.checkpoint or has_default:
+        print(f"[demo] WorldVLA agent ({args.checkpoint or 'embedded default'}) on {args.task_suite} task "
+              f"{args.task_id}, init state {args.init_state_id}: real LIBERO, then imagined; "
+              f"{args.threads} torch thread(s), load average {load_before[0]:.1f} on {os.cpu_count()} CPUs",
+              file=sys.stderr, flush=True)
         result = _run_agent(args, args.checkpoint)
     else:
         print("[demo] no WorldVLA checkpoint given and no embedded default yet: running the scripted expert")
         result = _run_expert(args)
-    result.update(video=args.out, wall_s=round(time.perf_counter() - t0, 1))
+    result.update(video=args.out, wall_s=round(time.perf_counter() - t0, 1), torch_threads=torch.get_num_threads(),
+                  cpus=os.cpu_count(), load_avg_1_5_15_before=[round(x, 2) for x in load_before],
+                  load_avg_1_5_15_after=[round(x, 2) for x in os.getloadavg()])
     print(json.dumps(result))
     return 0

@@ -100,3 +100,81 @@ class VideoSink:
                 write_video(self.root / both_rel, side_by_side(real, imag), self.fps)
                 rec["video_both"] = str(both_rel)
         return str(rel)
+
+
+# ---------------------------------------------------------------------- labelled, upscaled side-by-side clips
+def upscale_nearest(frame: np.ndarray, min_height: int = 256) -> np.ndarray:
+    """Enlarge by the smallest integer factor that makes the frame at least ``min_height`` tall (nearest
+    neighbour: every model pixel stays a sharp square, no interpolated detail)."""
+    f = np.asarray(frame)
+    scale = max(1, -(-int(min_height) // f.shape[0]))
+    return f if scale == 1 else np.repeat(np.repeat(f, scale, axis=0), scale, axis=1)
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)  # Pillow >= 10.1 with FreeType: a scalable default font
+    except TypeError:  # older Pillow: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def draw_labels(frame: np.ndarray, top: str | None = None, bottom: str | None = None) -> np.ndarray:
+    """A copy of ``frame`` with ``top`` written at its top-left and ``bottom`` at its bottom-left, each in
+    white on a dark box (PIL's default font, sized to the frame)."""
+    from PIL import Image, ImageDraw
+
+    img = Image.fromarray(np.ascontiguousarray(frame, dtype=np.uint8))
+    draw = ImageDraw.Draw(img)
+    h = img.height
+    font = _font(max(10, h // 16))
+    pad = max(2, h // 100)
+    for text, at_top in ((top, True), (bottom, False)):
+        if not text:
+            continue
+        x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=font)
+        y = pad if at_top else h - pad - (y1 - y0) - 2 * pad
+        draw.rectangle((0, y, x1 - x0 + 3 * pad, y + (y1 - y0) + 2 * pad), fill=(0, 0, 0))
+        draw.text((pad - x0 + pad // 2, y + pad - y0), text, fill=(255, 255, 255), font=font)
+    return np.asarray(img)
+
+
+def labelled_side_by_side(
+    clips: Sequence[tuple[str, Sequence[np.ndarray], str]],
+    min_height: int = 256,
+    hold_frames: int = 0,
+    gap: int = 4,
+) -> list[np.ndarray]:
+    """Clips next to each other, each upscaled (nearest neighbour) to at least ``min_height`` pixels, with its
+    label over it and, at the bottom, the step counter while it runs and its outcome once it has ended.
+
+    ``clips``: ``(label, frames, outcome)`` triples, e.g. ``("real LIBERO", frames, "success in 127 steps")``;
+    frame 0 is the reset observation, so a clip of n + 1 frames ran n steps. A shorter clip holds its last
+    frame; ``hold_frames`` extra copies of the final composite keep the outcomes on screen at the end.
+    """
+    if not clips:
+        raise ValueError("clips is empty; expected (label, frames, outcome) triples")
+    checked = [(label, _check_frames(frames), outcome) for label, frames, outcome in clips]
+    n = max(len(frames) for _, frames, _ in checked)
+    out = []
+    for t in range(n):
+        panels = []
+        for label, frames, outcome in checked:
+            i = min(t, len(frames) - 1)
+            ended = i == len(frames) - 1
+            panels.append(draw_labels(upscale_nearest(frames[i], min_height), top=label,
+                                      bottom=outcome if ended else f"step {i}"))
+        out.append(_hconcat(panels, gap))
+    out.extend([out[-1]] * int(hold_frames))
+    return out
+
+
+def _hconcat(panels: list[np.ndarray], gap: int) -> np.ndarray:
+    h = max(p.shape[0] for p in panels)
+    padded = [np.pad(p, ((0, h - p.shape[0]), (0, 0), (0, 0))) if p.shape[0] < h else p for p in panels]
+    sep = np.full((h, gap, 3), 255, np.uint8)
+    parts: list[np.ndarray] = []
+    for i, p in enumerate(padded):
+        parts.extend([sep, p] if i else [p])
+    return np.concatenate(parts, axis=1)

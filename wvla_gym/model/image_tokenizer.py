@@ -243,9 +243,14 @@ def tensor_to_pixels(x: torch.Tensor) -> np.ndarray:
 
 
 class ImageTokenizer:
-    """Pixels <-> codes <-> token ids for one VQGAN and one token layout. All methods are batched."""
+    """Pixels <-> codes <-> token ids for one VQGAN and one token layout. All methods take batches.
 
-    def __init__(self, vqgan: ChameleonVQGAN, layout: TokenLayout):
+    ``batch_frames``: run the VQGAN on the whole batch in one call. Off by default: batched CPU convolutions
+    round differently from single-frame ones in the last bit, and a vector env must give exactly what N single
+    envs give; frame by frame, a frame's codes / pixels never depend on the other frames of the batch."""
+
+    def __init__(self, vqgan: ChameleonVQGAN, layout: TokenLayout, *, batch_frames: bool = False):
+        self.batch_frames = bool(batch_frames)
         if vqgan.config.num_embeddings != layout.n_image_codes:
             raise ValueError(
                 f"VQGAN has {vqgan.config.num_embeddings} codes but the layout maps {layout.n_image_codes} image ids"
@@ -275,14 +280,18 @@ class ImageTokenizer:
             raise ValueError(f"images must be uint8 (B, H, W, 3), got {images.dtype} {images.shape}")
         self.latent_shape(images.shape[1], images.shape[2])
         dev = next(self.vqgan.parameters()).device
+        if self.batch_frames:
+            return self.vqgan.encode_to_codes(pixels_to_tensor(images, dev))
         # One frame per call: batched CPU convolutions differ in the last bit from unbatched ones, and a vector
-        # env must give exactly what N single envs give (the VQGAN is a small share of the cost).
+        # env must give exactly what N single envs give.
         return torch.cat([self.vqgan.encode_to_codes(pixels_to_tensor(im[None], dev)) for im in images])
 
     @torch.inference_mode()
     def decode_codes(self, codes: torch.Tensor) -> np.ndarray:
         dev = next(self.vqgan.parameters()).device
         codes = torch.as_tensor(codes, device=dev)
+        if self.batch_frames:
+            return tensor_to_pixels(self.vqgan.decode_codes(codes))
         # Frame by frame for batch invariance, as in encode_codes.
         return np.concatenate([tensor_to_pixels(self.vqgan.decode_codes(c[None])) for c in codes])
 

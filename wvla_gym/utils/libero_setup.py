@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import ctypes.util
+import hashlib
 import importlib.metadata as md
 import json
 import logging
@@ -44,9 +45,19 @@ def config_dir() -> Path:
             return candidate
     except OSError:
         pass
-    fallback = Path.home() / ".cache" / "wvla-gym" / "libero" / str(abs(hash(sys.prefix)))
+    fallback = fallback_config_dir()
     fallback.mkdir(parents=True, exist_ok=True)
     return fallback
+
+
+def fallback_config_dir(prefix: str | None = None) -> Path:
+    """The user-cache config folder for the environment at ``prefix`` (default ``sys.prefix``).
+
+    Named by a SHA-256 digest of the prefix, stable across processes (``hash()`` of a str changes with
+    ``PYTHONHASHSEED``, which would write a new config folder on every run).
+    """
+    digest = hashlib.sha256(str(prefix or sys.prefix).encode()).hexdigest()[:16]
+    return Path.home() / ".cache" / "wvla-gym" / "libero" / digest
 
 
 def _libero_package_dir() -> Path:
