@@ -148,7 +148,7 @@ def test_resume_runs_only_the_new_trials(tmp_path, runtime):
         built.append(env.unwrapped.task_id)
         return ZeroPolicy()
 
-    cfg = _config(tmp_path, "res", runtime, tasks=[0], trials=2, backend="batched", num_envs=3)
+    cfg = _config(tmp_path, "res", CountingRuntime(runtime), tasks=[0], trials=2, backend="batched", num_envs=3)
     evaluate(factory, cfg)
     first = read_records(cfg.out / "episodes.jsonl")
     assert [r["init_state_id"] for r in first] == [0, 1] and built == [0, 0]  # width capped by the 2 pending jobs
@@ -239,7 +239,7 @@ def test_cli_accepts_batched(tmp_path):
     from wvla_gym.cli.eval import EvalArgs, build_config
 
     args = EvalArgs(policy="zero", world_model=str(tmp_path), env="imagined", backend="batched", num_envs=5,
-                    tasks="0", trials=2, out=tmp_path / "o", hash_checkpoint=False)
+                    tasks="0", trials=2, out=tmp_path / "o")
     cfg, _ = build_config(args)
     assert (cfg.backend, cfg.num_envs, cfg.env) == ("batched", 5, "imagined")
     args.env = "real"

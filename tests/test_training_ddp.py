@@ -77,8 +77,8 @@ def test_two_processes_match_single_process(data_file, vq_dir, tmp_path, monkeyp
 
     # other settings are refused on every rank (rank 0 checks, the others hear of it instead of waiting)
     refused = _torchrun(_args(data_file, vq_dir, ddp, "--lr", "0.002"), check=False)
-    assert "lr: 0.001 in the folder, 0.002 now" in refused.stdout
-    assert "rank 0 failed" in refused.stdout and refused.returncode != 0
+    assert "lr: 0.001 in the folder, 0.002 now" in refused.stdout + refused.stderr
+    assert "rank 0 failed" in refused.stdout + refused.stderr and refused.returncode != 0
 
     rt = WorldVLARuntime.from_pretrained(ddp / "model")
     frames = tt._episode(0)[0]
@@ -104,5 +104,5 @@ def test_indivisible_batch_fails_before_any_process_group(data_file, vq_dir, tmp
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("LOCAL_RANK", "0")
     assert train_main(_args(data_file, vq_dir, tmp_path / "x")) == 2
-    assert "world_size=3" in capsys.readouterr().out
+    assert "world_size=3" in capsys.readouterr().err
     assert not torch.distributed.is_initialized()

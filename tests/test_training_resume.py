@@ -193,7 +193,7 @@ def test_model_changed_lr_or_vq_is_refused(data_file, vq_dir, tmp_path, capsys):
     report = (out / "train_report.json").read_text()
     # a new --lr used to keep the old rate (restored scheduler) while the report recorded the new one
     assert train_main(_model_args(data_file, vq_dir, out, 4, "--lr", "0.002")) == 2
-    msg = capsys.readouterr().out
+    msg = capsys.readouterr().err
     assert "lr: 0.001 in the folder, 0.002 now" in msg and "--restart" in msg
     assert (out / "train_report.json").read_text() == report  # nothing was touched
     assert safe_load(out / "ckpt" / "train_state.pt")["step"] == 2
@@ -334,6 +334,6 @@ def test_planted_pickles_are_refused(data_file, vq_dir, tmp_path, capsys, stage,
     _plant(out / target, marker)
     capsys.readouterr()
     assert train_main(args) == 2
-    msg = capsys.readouterr().out
+    msg = capsys.readouterr().err
     assert "refusing to load" in msg and str(out / target) in msg
     assert not marker.exists()
