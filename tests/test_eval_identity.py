@@ -78,6 +78,8 @@ def test_default_worldvla_names_of_two_checkpoints_do_not_mix(tmp_path):
 
 _CONCURRENT = """
 import sys
+import torch
+torch.set_num_threads(1)
 sys.path.insert(0, {tests!r})
 import eval_fakes
 from wvla_gym.evaluation import EvalConfig, evaluate

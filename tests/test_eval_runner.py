@@ -137,6 +137,8 @@ def test_exceptions_are_errors_not_failures(tmp_path):
 
 _KILL_SCRIPT = """
 import sys
+import torch
+torch.set_num_threads({threads})  # the thread count is part of the run identity: the resume below uses ours
 sys.path.insert(0, {tests!r})
 import eval_fakes
 from wvla_gym.evaluation import EvalConfig, evaluate
@@ -149,7 +151,9 @@ evaluate(eval_fakes.push_factory, cfg)
 def test_resume_after_sigkill(tmp_path):
     out = tmp_path / "res"
     script = tmp_path / "run.py"
-    script.write_text(_KILL_SCRIPT.format(tests=str(TESTS), out=str(out)))
+    import torch
+
+    script.write_text(_KILL_SCRIPT.format(tests=str(TESTS), out=str(out), threads=torch.get_num_threads()))
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     path = out / "episodes.jsonl"
     deadline = time.time() + 90
