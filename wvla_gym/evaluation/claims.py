@@ -61,8 +61,12 @@ class JobQueue:
         p = self.path(job)
         payload = json.dumps({**self._me, "policy": self.policy_name, "time": time.time(), "job": [job.kind, job.task_id, job.init_state_id]})
         for _ in range(2):
+            # Write the payload to a private file, then hard-link it into place: the claim appears atomically
+            # WITH its content (a bare O_EXCL create is briefly empty, and an empty claim reads as stale).
+            tmp = self.dir / f".{p.name}.{self._me['pid']}.tmp"
+            tmp.write_text(payload)
             try:
-                fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                os.link(tmp, p)
             except FileExistsError:
                 try:
                     held = json.loads(p.read_text())
@@ -79,8 +83,8 @@ class JobQueue:
                     return False
                 p.unlink(missing_ok=True)  # stale: its process died before finishing the episode
                 continue
-            with os.fdopen(fd, "w") as f:
-                f.write(payload)
+            finally:
+                tmp.unlink(missing_ok=True)
             return True
         return False
 

@@ -13,6 +13,7 @@ appending, so a rerun never glues a new record onto half an old one.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -98,8 +99,14 @@ class ResultsWriter:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._repair_tail()
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        # Writers in several processes share the file (evaluations split over processes): an exclusive lock
+        # around the repair and each append keeps a repair from cutting another writer's line in half.
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            self._repair_tail()
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def _repair_tail(self) -> None:
         if not self.path.exists():
@@ -115,9 +122,13 @@ class ResultsWriter:
 
     def write(self, record: dict[str, Any]) -> None:
         line = dumps_record(record).encode()
-        # One write() of the whole line: O_APPEND keeps concurrent writers from interleaving within it.
-        os.write(self._fd, line)
-        os.fsync(self._fd)
+        # One write() of the whole line under the lock: O_APPEND + flock keep concurrent writers apart.
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            os.write(self._fd, line)
+            os.fsync(self._fd)
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
         if self._fd >= 0:
