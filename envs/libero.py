@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import string
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,24 @@ def quat_to_axis_angle(quat_xyzw: np.ndarray) -> np.ndarray:
     if np.isclose(den, 0.0):
         return np.zeros(3)
     return (q[:3] * 2.0 * np.arccos(q[3])) / den
+
+
+def load_init_states(path: str | os.PathLike) -> np.ndarray:
+    """LIBERO's ``.init`` files (pickled numpy arrays) through ``torch.load(weights_only=True)``.
+
+    Only numpy's array-reconstruction globals are allowed, so a crafted file cannot run code; every init file of
+    the pinned LIBERO stack loads this way, identical to an unrestricted load.
+    """
+    import torch
+
+    allowed = [np.core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype("float64"))]
+    try:
+        with torch.serialization.safe_globals(allowed):
+            return np.asarray(torch.load(path, weights_only=True))
+    except Exception as e:
+        raise ValueError(
+            f"{path}: not a LIBERO init-state file of numpy arrays (refusing to load it with pickle: {e})"
+        ) from e
 
 
 class LiberoEnv(gym.Env):
@@ -178,7 +197,6 @@ class LiberoEnv(gym.Env):
         self.task_name: str = task.name
         self.task_description: str = task.language
         self.bddl_file = Path(get_libero_path("bddl_files")) / task.problem_folder / task.bddl_file
-        # weights_only=False is explicit: torch>=2.6 refuses LIBERO's pickled numpy arrays otherwise.
         self._init_states_path = Path(get_libero_path("init_states")) / task.problem_folder / task.init_states_file
         self._init_states: np.ndarray | None = None
 
@@ -242,9 +260,7 @@ class LiberoEnv(gym.Env):
     def init_states(self) -> np.ndarray:
         """The benchmark's fixed init states for this task, shape (50, n_qpos + n_qvel + 1)."""
         if self._init_states is None:
-            import torch
-
-            self._init_states = np.asarray(torch.load(self._init_states_path, weights_only=False))
+            self._init_states = load_init_states(self._init_states_path)
         return self._init_states
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):

@@ -285,3 +285,30 @@ def test_fallback_config_dir_is_stable_across_processes():
 
     assert str(fallback_config_dir()) == out[0].strip()
     assert fallback_config_dir("/a") != fallback_config_dir("/b")
+
+
+def test_init_states_load_without_running_pickles(tmp_path):
+    """LIBERO's .init files load under weights_only=True (numpy globals only) exactly like a full unpickle,
+    and a crafted file is refused before its code runs."""
+    import pickle
+
+    import torch
+
+    from envs.libero import LiberoEnv, load_init_states
+
+    env = LiberoEnv(task_suite="libero_object", task_id=0, resolution=32, wrist=False)
+    path = env.unwrapped._init_states_path
+    np.testing.assert_array_equal(load_init_states(path), np.asarray(torch.load(path, weights_only=False)))
+    assert env.unwrapped.init_states.shape[0] == 50
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    bad = tmp_path / "evil.init"
+    bad.write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(ValueError, match="evil.init"):
+        load_init_states(bad)
+    assert not marker.exists()
