@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from wvla_gym.utils.mujoco_tree import body_subtree, raw_model_data
+
 #: Goal predicates the waypoint scheme can solve: move ``obj`` into a region / onto an object.
 SUPPORTED_PREDICATES = ("in", "on")
 
@@ -155,17 +157,8 @@ class ScriptedLiberoExpert:
     def _object_box(self, name: str) -> _Box:
         """World AABB of the object's collision geoms (all descendant bodies) and its footprint's short axis."""
         sim = self._u.sim
-        m = getattr(sim.model, "_model", sim.model)
-        d = getattr(sim.data, "_data", sim.data)
-        root = self._body_id(name)
-        bodies = {root}
-        for b in range(m.nbody):
-            p = b
-            while p > 0:
-                if p == root:
-                    bodies.add(b)
-                    break
-                p = int(m.body_parentid[p])
+        m, d = raw_model_data(sim)
+        bodies = body_subtree(m, self._body_id(name))
         corners = []
         signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=np.float64)
         for g in range(m.ngeom):

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from wvla_gym.utils.mujoco_tree import body_subtree, raw_model_data
+
 PLACEMENT_MODES = ("fixed", "sampled")
 RESET_OPTION_KEYS = ("init_state_id", "placement", "perturb_radius", "sim_state")
 #: Largest accepted ``perturb_radius`` (metres): LIBERO's object regions are ~5 cm wide, the tables ~1 m.
@@ -129,22 +131,6 @@ def object_xy(inner: Any) -> dict[str, list[float]]:
 
 
 # ---------------------------------------------------------------------------------------------- perturbation
-def _raw(sim: Any) -> tuple[Any, Any]:
-    return getattr(sim.model, "_model", sim.model), getattr(sim.data, "_data", sim.data)
-
-
-def _subtree(m: Any, root: int) -> set[int]:
-    out = {root}
-    for b in range(m.nbody):
-        p = b
-        while p > 0:
-            if p == root:
-                out.add(b)
-                break
-            p = int(m.body_parentid[p])
-    return out
-
-
 def _collision_geoms(m: Any, bodies: set[int] | None = None) -> list[int]:
     return [
         g for g in range(m.ngeom)
@@ -215,12 +201,12 @@ def perturb_objects(inner: Any, rng: np.random.Generator, radius: float) -> dict
     import mujoco
 
     sim = inner.sim
-    m, d = _raw(sim)
+    m, d = raw_model_data(sim)
     mujoco.mj_forward(m, d)
     report: dict[str, dict[str, Any]] = {}
     for name, obj in inner.objects_dict.items():
         root = int(inner.obj_body_id[name])
-        own = _subtree(m, root)
+        own = body_subtree(m, root)
         own_geoms = _collision_geoms(m, own)
         jid = m.joint(obj.joints[-1]).id
         if not own_geoms or int(m.jnt_type[jid]) != int(mujoco.mjtJoint.mjJNT_FREE):

@@ -70,7 +70,7 @@ def prompt_prefill_inputs(prompts: Sequence[Sequence[int]], layout: TokenLayout)
 # ---- the action attention mask, incrementally ---------------------------------------------------------------
 def _scan(tokens: Sequence[int], layout: TokenLayout) -> tuple[int, int, int, int, int, list[tuple[int, int]]]:
     """State after ``tokens`` (indices in the sequence): last BOI, end of the image it opened (-1 = open),
-    last EOA, first and last BOA after it, and the closed action spans. Mirrors ``_blocks`` (each BOI/BOA runs
+    last EOA, first and last BOA after it, and the closed action spans. Mirrors ``token_blocks`` (each BOI/BOA runs
     to the first EOI/EOA after it)."""
     boi, img_end, last_eoa, first_open, last_open = _NONE, _NONE, _NONE, _NONE, _NONE
     closed: list[tuple[int, int]] = []

@@ -45,8 +45,8 @@ from .model.modeling_worldvla import WorldVLAForConditionalGeneration
 from .model.processing_worldvla import (
     TextTokenizer,
     WorldVLAProcessor,
-    _blocks,
     to_model_mask,
+    token_blocks,
 )
 from .model.token_layout import TokenLayout
 from .protocol import check_action
@@ -66,9 +66,9 @@ def action_mask_row(tokens: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
     KV-cached step), in O(L)."""
     n = tokens.numel()
     keep = torch.ones(n, dtype=torch.bool)
-    images = _blocks(tokens, layout.boi_id, layout.eoi_id)
+    images = token_blocks(tokens, layout.boi_id, layout.eoi_id)
     last_img_end = max((e for _, e in images), default=-1)
-    actions = _blocks(tokens, layout.boa_id, layout.eoa_id)
+    actions = token_blocks(tokens, layout.boa_id, layout.eoa_id)
     i = n - 1
     for k, (s, e) in enumerate(actions):
         if s <= i <= e and s > last_img_end:
@@ -342,7 +342,7 @@ class WorldVLARuntime:
         for b, p in enumerate(prompts):
             ext = torch.tensor([*p, lay.boa_id])
             prompt_keep[b, lp - len(p) :] = action_mask_row(ext, lay)[:-1]
-            last_img_end = max((e for _, e in _blocks(ext, lay.boi_id, lay.eoi_id)), default=-1)
+            last_img_end = max((e for _, e in token_blocks(ext, lay.boi_id, lay.eoi_id)), default=-1)
             independent[b] = last_img_end < len(p)
         return prompt_keep, independent
 
@@ -417,7 +417,7 @@ class WorldVLARuntime:
         lay = self.layout
         out = np.empty((len(gen), n_blocks, self.action_dim), dtype=np.float32)
         for b, g in enumerate(gen):
-            spans = _blocks(torch.tensor(g + [lay.eoa_id]), lay.boa_id, lay.eoa_id) if g else []
+            spans = token_blocks(torch.tensor(g + [lay.eoa_id]), lay.boa_id, lay.eoa_id) if g else []
             acts = [g[s + 1 : e] for s, e in spans if e < len(g) and g[e] == lay.eoa_id]
             good = [a for a in acts[:n_blocks] if len(a) == self.action_dim]
             if len(good) < n_blocks:

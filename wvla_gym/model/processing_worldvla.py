@@ -139,7 +139,7 @@ def pad_left(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, 
     return ids, valid
 
 
-def _blocks(row: torch.Tensor, start_id: int, end_id: int) -> list[tuple[int, int]]:
+def token_blocks(row: torch.Tensor, start_id: int, end_id: int) -> list[tuple[int, int]]:
     """``(start, end)`` inclusive spans from each start token to the next end token (or the last index)."""
     starts = torch.nonzero(row == start_id).flatten().tolist()
     ends = torch.nonzero(row == end_id).flatten().tolist()
@@ -166,9 +166,9 @@ def build_action_attention_mask(
     mask = torch.ones(n, n, dtype=torch.bool, device=input_ids.device).tril().expand(b, n, n).clone()
     for i in range(b):
         row = input_ids[i]
-        images = _blocks(row, layout.boi_id, layout.eoi_id)
+        images = token_blocks(row, layout.boi_id, layout.eoi_id)
         last_img_end = max((e for _, e in images), default=-1)
-        actions = _blocks(row, layout.boa_id, layout.eoa_id)
+        actions = token_blocks(row, layout.boa_id, layout.eoa_id)
         for k, (s, e) in enumerate(actions):
             if s <= last_img_end:
                 continue
