@@ -247,6 +247,7 @@ class ImaginedEnv(gym.Env):
 
         self._window: deque[np.ndarray] = deque(maxlen=judge_window(success_judge))
         self._frame: np.ndarray | None = None
+        self._past: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=0)
         self._wrist: np.ndarray | None = None
         self._state: np.ndarray | None = None
         self._fill: dict[str, str] = {}
@@ -307,6 +308,8 @@ class ImaginedEnv(gym.Env):
         self._state = start["state"].astype(np.float32) if "state" in start else np.zeros(STATE_DIM, np.float32)
         self._window.clear()
         self._window.append(self._frame)
+        # past (frame, action) pairs for a world model with a history (world_history - 1 of them)
+        self._past = deque(maxlen=max(int(getattr(self.runtime, "world_history", 1)) - 1, 0))
         self._generator = self._make_generator()
         self._elapsed = 0
         self._needs_reset = False
@@ -314,14 +317,15 @@ class ImaginedEnv(gym.Env):
 
     def step(self, action):
         a = self.begin_step(action)
+        frames, actions = self.world_inputs(a)
         frame = self.runtime.imagine(
-            self._frame[None],
-            a[None],
+            frames[None],
+            actions[None],
             do_sample=self.do_sample,
             temperature=self.temperature,
             generator=self._generator,
         )[0]
-        self.push_frame(frame)
+        self.push_frame(frame, a)
         score = score_many(self.success_judge, [self.judge_frames()], [self.task_description])[0]
         return self.end_step(score)
 
@@ -361,11 +365,22 @@ class ImaginedEnv(gym.Env):
             raise RuntimeError("ImaginedEnv.step() called before reset() (or after the episode ended); call reset() first")
         return check_action(action)
 
-    def push_frame(self, frame: np.ndarray) -> None:
-        """Make the world model's prediction the current frame (and add it to the judge's window)."""
+    def world_inputs(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The world model's input for this step: frames ``(T, R, R, 3)`` and actions ``(T, 7)``, oldest first,
+        the last pair being the current frame and ``action``; T = 1 unless the world model has a history
+        (``world_history`` H: up to H - 1 past pairs of this episode come first)."""
+        frames = [f for f, _ in self._past] + [self._frame]
+        actions = [a for _, a in self._past] + [np.asarray(action, dtype=np.float32)]
+        return np.stack(frames), np.stack(actions)
+
+    def push_frame(self, frame: np.ndarray, action: np.ndarray | None = None) -> None:
+        """Make the world model's prediction the current frame (and add it to the judge's window); ``action``
+        (the one that led to it) joins the world model's history with the frame it was taken in."""
         frame = np.asarray(frame)
         if frame.dtype != np.uint8 or frame.shape != self._frame.shape:
             raise RuntimeError(f"world model returned {frame.dtype} {frame.shape}; expected uint8 {self._frame.shape}")
+        if action is not None and self._past.maxlen:
+            self._past.append((self._frame, np.asarray(action, dtype=np.float32)))
         self._frame = np.ascontiguousarray(frame)
         self._window.append(self._frame)
 

@@ -150,15 +150,16 @@ class ImaginedVectorEnv(VectorEnv):
 
         self.last_batch_size = len(active)
         if active:
+            inputs = [self.envs[i].world_inputs(acts[i]) for i in active]  # rows' histories may differ in length
             frames = self.runtime.imagine(
-                np.stack([self.envs[i].frame for i in active]),
-                acts[active],
+                [f for f, _ in inputs],
+                [a for _, a in inputs],
                 do_sample=self.do_sample,
                 temperature=self.temperature,
                 generator=self._generator,
             )
             for j, i in enumerate(active):
-                self.envs[i].push_frame(frames[j])
+                self.envs[i].push_frame(frames[j], acts[i])
             scores = score_many(
                 self.success_judge,
                 [self.envs[i].judge_frames() for i in active],

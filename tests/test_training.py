@@ -142,6 +142,28 @@ def test_action_only_mode_has_no_world_samples(data_file, vq_dir, tmp_path):
     assert len((out / "train_log.jsonl").read_text().splitlines()) == 1
 
 
+def test_world_history_and_context_noise_train_and_reload(data_file, vq_dir, tmp_path, capsys):
+    out = tmp_path / "wh"
+    args = _model_args(data_file, vq_dir, out, 3, "--world-history", "2", "--world-context-noise", "0.3")
+    assert train_main(args) == 0
+    report = json.loads((out / "train_report.json").read_text())
+    assert report["samples"] == {"action": N_DEMOS * (T - 5 + 1), "world": N_DEMOS * (T - 1)}
+    assert json.loads((out / "model" / "config.json").read_text())["world_history"] == 2
+    ident = json.loads((out / "run_identity.json").read_text())
+    assert "world_context_noise" in json.dumps(ident) and "world_history" in json.dumps(ident)
+    rt = WorldVLARuntime.from_pretrained(out / "model")
+    frames, acts = _episode(0)
+    nxt = rt.imagine(frames[None, :2], acts[None, :2])
+    assert rt.world_history == 2 and nxt.shape == (1, RES, RES, 3) and nxt.dtype == np.uint8
+    # the noise is part of the run: resuming the folder with another share is refused, naming it
+    capsys.readouterr()
+    assert train_main(_model_args(data_file, vq_dir, out, 3, "--world-history", "2", "--world-context-noise", "0.1")) != 0
+    assert "world_context_noise: 0.3 in the folder, 0.1 now" in capsys.readouterr().err
+    for bad, msg in ((["--world-history", "0"], "world_history=0"), (["--world-context-noise", "1.0"], "world_context_noise=1.0")):
+        assert train_main(_model_args(data_file, vq_dir, tmp_path / "bad", 3, *bad)) != 0
+        assert msg in capsys.readouterr().err
+
+
 def test_judge_labels_and_training(data_file, tmp_path):
     idx, y = label_episode(20, True, positive_last=3, negative_gap=15)
     assert idx.tolist() == [0, 1, 2, 3, 4, 17, 18, 19] and y.tolist() == [0] * 5 + [1] * 3

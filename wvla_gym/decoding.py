@@ -55,14 +55,18 @@ def resolve_backend(requested: str, device: torch.device) -> str:
     return requested
 
 
-def prompt_prefill_inputs(prompts: Sequence[Sequence[int]], layout: TokenLayout):
-    """Left-padded ids, valid keys, positions and the prompt rows of the action mask ``(B, Lp, Lp)``."""
+def prompt_prefill_inputs(prompts: Sequence[Sequence[int]], layout: TokenLayout, *, causal: bool = False):
+    """Left-padded ids, valid keys, positions and the prompt rows of the action mask ``(B, Lp, Lp)``.
+
+    ``causal``: plain causal rows instead (world-model prompts: in training their action blocks precede the
+    target image, where the action mask is causal; with one frame-action pair the two masks are equal)."""
     ids, valid = pad_left(prompts, layout.pad_id)
     pos = (valid.long().cumsum(1) - 1).clamp(min=0)
     keep = torch.zeros(ids.shape[0], ids.shape[1], ids.shape[1], dtype=torch.bool)
     for b, p in enumerate(prompts):  # the prompt rows of the action mask, per sequence, placed after padding
         n = len(p)
-        keep[b, -n:, -n:] = build_action_attention_mask(torch.tensor([list(p)]), layout)[0]
+        keep[b, -n:, -n:] = (torch.ones(n, n, dtype=torch.bool).tril() if causal
+                             else build_action_attention_mask(torch.tensor([list(p)]), layout)[0])
     keep |= torch.eye(ids.shape[1], dtype=torch.bool)[None] & ~valid[:, :, None]  # padded rows: no empty softmax
     return ids, valid, pos, keep
 
@@ -248,11 +252,11 @@ class StaticDecoder:
                 layer.cumulative_length.zero_()
         return cache
 
-    def prefill(self, prompts, needed_new: int, *, mask_image_logits=None):
+    def prefill(self, prompts, needed_new: int, *, mask_image_logits=None, causal: bool = False):
         """Prompt forward into a fresh static cache; returns ``(cache, last logits (B, V), valid (B, Lp), max_len)``."""
         import time
 
-        ids, valid, pos, keep = prompt_prefill_inputs(prompts, self.layout)
+        ids, valid, pos, keep = prompt_prefill_inputs(prompts, self.layout, causal=causal)
         bsz, lp = ids.shape
         cache = self._cache(bsz, lp + needed_new)
         max_len = cache.layers[0].max_cache_len
@@ -353,7 +357,7 @@ class StaticDecoder:
             if c % w == 0:
                 feeds.append(lay.row_end_id)
                 sample_after.append(True)
-        cache, logits, valid, max_len = self.prefill(prompts, len(feeds), mask_image_logits=False)
+        cache, logits, valid, max_len = self.prefill(prompts, len(feeds), mask_image_logits=False, causal=True)
         lp = valid.shape[1]
         lens = torch.tensor([len(p) for p in prompts], device=dev)
         base = torch.ones(bsz, max_len, dtype=torch.bool, device=dev)

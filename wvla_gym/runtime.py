@@ -120,6 +120,7 @@ class WorldVLARuntime:
         )
         self.action_chunk: int = int(self.config.action_chunk)
         self.history: int = int(self.config.history)
+        self.world_history: int = int(getattr(self.config, "world_history", 1))
         self.resolution: int = int(self.config.resolution)
         self.attn_implementation: str = self.config._attn_implementation
         self.device = next(model.parameters()).device
@@ -262,9 +263,9 @@ class WorldVLARuntime:
         )
         return out.logits
 
-    def _prefill(self, prompts: list[list[int]], mask_image_logits=None):
+    def _prefill(self, prompts: list[list[int]], mask_image_logits=None, causal: bool = False):
         """Left-padded prompt forward; returns (cache, last logits (B, V), valid keys (B, Lp))."""
-        ids, valid, pos, keep = prompt_prefill_inputs(prompts, self.layout)
+        ids, valid, pos, keep = prompt_prefill_inputs(prompts, self.layout, causal=causal)
         cache = DynamicCache(config=self.config)
         t0 = time.perf_counter()
         logits = self._forward(ids, pos, keep, cache, logits_to_keep=1, mask_image_logits=mask_image_logits)
@@ -469,6 +470,44 @@ class WorldVLARuntime:
         self.last_tokens = gen
         return self._parse_actions(gen, int(n))
 
+    def _world_inputs(self, images: Any, actions: Any) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Per row: frames ``(T, R, R, 3)`` uint8 and float64 actions ``(T, 7)``, checked (see :meth:`imagine`)."""
+        r, dim, wh = self.resolution, self.action_dim, self.world_history
+        form = (f"uint8 (B, {r}, {r}, 3)" + (f", (B, T, {r}, {r}, 3) with T <= {wh}, or a list of (T_b, {r}, {r}, 3)"
+                                               if wh > 1 else ""))
+        if isinstance(images, (list, tuple)):
+            frames = [np.asarray(x) for x in images]
+        else:
+            imgs = np.asarray(images)
+            frames = list(imgs[:, None]) if imgs.ndim == 4 else list(imgs) if imgs.ndim == 5 else [imgs]
+        if not frames:
+            raise ValueError(f"images is an empty batch; expected {form}")
+        for b, f in enumerate(frames):
+            if f.dtype != np.uint8 or f.ndim != 4 or f.shape[1:] != (r, r, 3) or not 1 <= len(f) <= wh:
+                raise ValueError(f"images must be {form}; row {b} is {f.dtype} {f.shape}")
+        if isinstance(actions, np.ma.MaskedArray):
+            raise ValueError(f"actions must be a plain real numeric array (B, {dim}), not a numpy masked array")
+        try:
+            rows = ([np.asarray(a) for a in actions] if isinstance(actions, (list, tuple))
+                    else list(np.asarray(actions)))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"actions must be a real numeric array (B, {dim}); got {type(actions).__name__} ({e})") from e
+        if len(rows) != len(frames):
+            raise ValueError(f"images and actions must have the same batch size B, got {len(frames)} and {len(rows)}")
+        acts = []
+        for b, (f, a) in enumerate(zip(frames, rows, strict=True)):
+            a = a[None] if a.ndim == 1 else a
+            if a.ndim != 2 or a.shape != (len(f), dim):
+                want = f"({dim},)" if len(f) == 1 else f"({len(f)}, {dim}), one action per frame"
+                raise ValueError(f"actions must be a real numeric array (B, {dim}); row {b} must be {want}, got shape {a.shape}")
+            try:  # each action as the envs check it: real numbers, finite, in [-1, 1] (never clipped)
+                for row in a:
+                    check_action(row)
+            except ValueError as e:
+                raise ValueError(f"actions: {e}") from e
+            acts.append(a.astype(np.float64))
+        return frames, acts
+
     @torch.inference_mode()
     def imagine(
         self,
@@ -482,40 +521,31 @@ class WorldVLARuntime:
     ) -> np.ndarray:
         """Next frames ``(B, H, W, 3)`` uint8 from frames ``(B, H, W, 3)`` uint8 and actions ``(B, 7)``.
 
+        A world model trained with a history (``world_history`` H > 1) also takes the recent past: ``images``
+        ``(B, T, H, W, 3)`` and ``actions`` ``(B, T, 7)`` (oldest first, one action per frame, the last pair the
+        current frame and the action taken in it), or lists of ``(T_b, H, W, 3)`` / ``(T_b, 7)`` arrays when the
+        rows' histories differ in length (1 <= T_b <= H).
+
         Generation is constrained to a valid image: BOI, grid tokens, row-ends and EOI are forced, every code slot
         is restricted to image ids (image logits unmasked). Greedy unless ``do_sample`` (then seeded by
         ``generator``). ``instruction`` is accepted for symmetry with the policy call; WorldVLA's world-model
         prompt carries no instruction, so it does not change the prompt.
         """
         r = self.resolution
-        imgs = np.asarray(images)
-        if imgs.dtype != np.uint8 or imgs.ndim != 4 or imgs.shape[1:] != (r, r, 3):
-            raise ValueError(f"images must be uint8 (B, {r}, {r}, 3), got {imgs.dtype} {imgs.shape}")
-        if imgs.shape[0] == 0:
-            raise ValueError(f"images is an empty batch (0, {r}, {r}, 3); pass at least one frame")
-        if isinstance(actions, np.ma.MaskedArray):
-            raise ValueError("actions must be a plain real numeric array (B, 7), not a numpy masked array")
-        try:
-            raw = np.asarray(actions)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"actions must be a real numeric array (B, {self.action_dim}); got {type(actions).__name__} ({e})") from e
-        if raw.ndim != 2 or raw.shape[1] != self.action_dim:
-            raise ValueError(f"actions must be a real numeric array (B, {self.action_dim}), got shape {raw.shape}")
-        if raw.shape[0] != imgs.shape[0]:
-            raise ValueError(f"images and actions must have the same batch size B, got {imgs.shape[0]} and {raw.shape[0]}")
-        try:  # each row as the envs check it: real numbers, finite, in [-1, 1] (the action space; never clipped)
-            for row in raw:
-                check_action(row)
-        except ValueError as e:
-            raise ValueError(f"actions: {e}") from e
-        acts = raw.astype(np.float64)
+        frames, acts = self._world_inputs(images, actions)
         if instruction is not None and not isinstance(instruction, str):
             raise TypeError(f"instruction must be a str or None, got {type(instruction).__name__}")
         if do_sample and not temperature > 0:
             raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
         lay = self.layout
-        toks = self._encode_frames(list(imgs))
-        prompts = [self.processor.world_prompt(t, a) for t, a in zip(toks, acts, strict=True)]
+        toks = self._encode_frames([f for seq in frames for f in seq])
+        prompts, i = [], 0
+        for seq, a in zip(frames, acts, strict=True):
+            n = len(seq)
+            # one pair: the released his=1 prompt (flat frame + (7,) action)
+            prompts.append(self.processor.world_prompt(toks[i], a[0]) if n == 1
+                           else self.processor.world_prompt(toks[i : i + n], a))
+            i += n
         bsz = len(prompts)
         h, w = self.image_tokenizer.latent_shape(r, r)
         # fed after the prompt: BOI + 2 grid tokens, every code but the last, the row-ends before it
@@ -526,7 +556,7 @@ class WorldVLARuntime:
             self.last_prefill_s = self._static.last_prefill_s
             return self.image_tokenizer.decode_codes(out.view(bsz, h, w))
         template = [lay.boi_id, lay.grid_token(h), lay.grid_token(w)]
-        cache, logits, valid = self._prefill(prompts, mask_image_logits=False)
+        cache, logits, valid = self._prefill(prompts, mask_image_logits=False, causal=True)
         lp = valid.shape[1]
         lens = torch.tensor([len(p) for p in prompts])
         out = torch.empty(bsz, h * w, dtype=torch.long)

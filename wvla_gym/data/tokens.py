@@ -8,7 +8,9 @@ Every frame of a demo is tokenized once and reused by all windows that contain i
 
 * action sample at step t: ``BOS text [img_{t-1}] [img_t] EOT | K x [BOA a EOA] EOT`` (t = 0: one image),
   dropped when fewer than K actions remain;
-* world sample at step t: ``BOS text [img_t] [BOA a_t EOA] EOT | [img_{t+1}] EOT``.
+* world sample at step t: ``BOS text [img_t] [BOA a_t EOA] EOT | [img_{t+1}] EOT``; with ``world_history`` H > 1
+  the prompt holds the last H frame-action pairs ``[img_{t-H+1}] [BOA a_{t-H+1} EOA] ... [img_t] [BOA a_t EOA]``
+  (fewer at the start of a demo, as the imagined env has at the start of an episode).
 Labels are -100 on the prompt part (left of ``|``).
 """
 
@@ -61,6 +63,7 @@ def token_samples(
     kinds: Iterable[str] = TASKS,
     history: int = 2,
     chunk: int = 5,
+    world_history: int = 1,
     view: str = "agentview",
     rotate: bool | None = None,
     batch_size: int = 32,
@@ -72,12 +75,13 @@ def token_samples(
         processor: a ``WorldVLAProcessor`` (``action_sample``, ``world_sample``).
         image_tokenizer: ``encode(uint8 (B, H, W, 3)) -> ids (B, L)``.
         history, chunk: M and K of the action model.
+        world_history: frame-action pairs in a world sample's prompt.
     """
     kinds = tuple(kinds)
     bad = [k for k in kinds if k not in TASKS]
     if bad or not kinds:
         raise ValueError(f"kinds={kinds!r}; expected a non-empty subset of {TASKS}")
-    for name, v in (("history", history), ("chunk", chunk)):
+    for name, v in (("history", history), ("chunk", chunk), ("world_history", world_history)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name}={v!r}; expected an int >= 1")
     index = DemoIndex(sources, view, rotate)
@@ -93,7 +97,11 @@ def token_samples(
                     yield TokenSample(ids, labels, "action", path, demo, t)
             if "world" in kinds:
                 for t in range(n - 1):
-                    ids, labels = processor.world_sample(img[t], actions[t], img[t + 1])
+                    lo = max(0, t - world_history + 1)
+                    if world_history == 1:  # the released his=1 sample
+                        ids, labels = processor.world_sample(img[t], actions[t], img[t + 1])
+                    else:
+                        ids, labels = processor.world_sample(img[lo : t + 1], actions[lo : t + 1], img[t + 1])
                     yield TokenSample(ids, labels, "world", path, demo, t)
     finally:
         index.close()

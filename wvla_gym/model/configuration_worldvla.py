@@ -29,6 +29,8 @@ class WorldVLAConfig(ChameleonConfig):
     action_min / action_max (`list[float]`): normalisation statistics (defaults: released LIBERO values).
     action_chunk (`int`, defaults to 5): K, action blocks per query.
     history (`int`, defaults to 2): M, frames in the action prompt (previous env step + current).
+    world_history (`int`, defaults to 1): frame-action pairs in the world-model prompt (1: the released his=1
+        prompt; more: the imagined env keeps that many past frames and actions).
     resolution (`int`, defaults to 256): square image side the checkpoint expects.
     mask_image_logits (`bool`, defaults to True): stock Chameleon behaviour (image ids can't be generated);
         the world model turns it off per call.
@@ -48,6 +50,7 @@ class WorldVLAConfig(ChameleonConfig):
     action_max: list[float] | None = None
     action_chunk: int = 5
     history: int = 2
+    world_history: int = 1
     resolution: int = 256
     mask_image_logits: bool = True
     image_loss_weight: float = 0.04
@@ -72,6 +75,8 @@ class WorldVLAConfig(ChameleonConfig):
             raise ValueError(f"layout vocab_size {self.layout['vocab_size']} != config vocab_size {self.vocab_size}")
         if len(TokenLayout.from_dict(self.layout).image_ids) != self.vq_config.num_embeddings:
             raise ValueError("the layout's image ids must cover vq_config.num_embeddings codes")
+        if isinstance(self.world_history, bool) or not isinstance(self.world_history, int) or self.world_history < 1:
+            raise ValueError(f"world_history must be an int >= 1, got {self.world_history!r}")
         if self.world_model_prompt not in WORLD_PROMPTS:
             raise ValueError(f"world_model_prompt must be one of {sorted(WORLD_PROMPTS)}, got {self.world_model_prompt!r}")
         if self.image_loss_weight_ids not in ("image", "reference"):

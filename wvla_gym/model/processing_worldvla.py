@@ -111,20 +111,43 @@ class WorldVLAProcessor:
     def world_text(self) -> str:
         return WORLD_PROMPTS[self.world_model_prompt]
 
-    def world_prompt(self, image_tokens: Sequence[int], action: np.ndarray) -> list[int]:
-        """``BOS + text + image_t + [BOA a EOA] + EOT``; generation continues with image_{t+1}."""
+    def world_prompt(self, image_tokens: Sequence[int] | Sequence[Sequence[int]], action: np.ndarray) -> list[int]:
+        """``BOS + text + image_t + [BOA a_t EOA] + EOT``; generation continues with image_{t+1}.
+
+        A world-model history (``config.world_history`` > 1): ``image_tokens`` a sequence of frames (oldest
+        first) and ``action`` ``(T, 7)``, one action per frame, giving
+        ``BOS + text + image_1 [BOA a_1 EOA] ... image_T [BOA a_T EOA] + EOT``. One frame (a flat token list) and
+        one action ``(7,)`` is WorldVLA's released his=1 prompt."""
+        frames, actions = self._world_pairs(image_tokens, action)
         ids = [self.layout.bos_id, *self.text_tokenizer.encode(self.world_text())]
-        ids.extend(int(t) for t in image_tokens)
-        ids.extend(self.action_blocks(np.asarray(action).reshape(1, -1)))
+        for img, act in zip(frames, actions, strict=True):
+            ids.extend(int(t) for t in img)
+            ids.extend(self.action_blocks(act.reshape(1, -1)))
         ids.append(self.layout.end_of_turn_id)
         return ids
 
     def world_sample(
-        self, image_tokens: Sequence[int], action: np.ndarray, next_image_tokens: Sequence[int]
+        self, image_tokens: Sequence[int] | Sequence[Sequence[int]], action: np.ndarray,
+        next_image_tokens: Sequence[int],
     ) -> tuple[list[int], list[int]]:
+        """Training sample: :meth:`world_prompt` + image_{t+1} + EOT; labels are -100 on the prompt."""
         prompt = self.world_prompt(image_tokens, action)
         answer = [*(int(t) for t in next_image_tokens), self.layout.end_of_turn_id]
         return prompt + answer, [IGNORE_INDEX] * len(prompt) + answer
+
+    def _world_pairs(self, image_tokens, action) -> tuple[list[Sequence[int]], np.ndarray]:
+        """``(frames, actions (T, 7))`` from one frame + ``(7,)`` or T frames + ``(T, 7)``."""
+        dim = self.action_tokenizer.action_dim
+        first = image_tokens[0] if len(image_tokens) else None
+        one_frame = first is None or np.ndim(first) == 0
+        frames = [image_tokens] if one_frame else list(image_tokens)
+        acts = np.asarray(action)  # dtype kept: the bins see exactly the caller's values
+        if one_frame and acts.shape == (dim,):
+            acts = acts[None]
+        if acts.shape != (len(frames), dim):
+            want = f"({dim},) for one frame" if one_frame else f"({len(frames)}, {dim}), one action per frame"
+            raise ValueError(f"action must have shape {want}; got {acts.shape}")
+        return frames, acts
 
 
 def pad_left(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -70,6 +70,12 @@ class ModelTrainConfig:
     history: int = 2
     world_weight: float = 1.0
     """world-model samples per action sample in each batch; 0 = action-only (the ablation)"""
+    world_history: int = 1
+    """frame-action pairs in the world-model prompt (1: WorldVLA's his=1; more: the world model sees the
+    recent past, so it can keep what one blurred frame loses)"""
+    world_context_noise: float = 0.0
+    """share of the world-model prompt's image codes replaced by random codes in each training batch (fresh
+    per step; targets untouched), so the model learns to recover from its own imperfect frames"""
     image_loss_weight: float = 0.04
     z_loss_weight: float = 1e-5
     steps: int = 2000

@@ -142,6 +142,7 @@ def build_model(cfg: ModelTrainConfig, vq_dir: str, amin: list[float], amax: lis
         vq_config=vq.config.to_dict(),
         action_chunk=cfg.action_chunk,
         history=cfg.history,
+        world_history=cfg.world_history,
         resolution=int(vq.config.resolution),
         action_min=amin,
         action_max=amax,
@@ -163,10 +164,12 @@ def processor_for(model: WorldVLAForConditionalGeneration) -> WorldVLAProcessor:
 
 def tokenize(model: WorldVLAForConditionalGeneration, sources: Sequence[tuple[str, str]], kinds: Sequence[str],
              history: int, chunk: int) -> dict[str, list[tuple[list[int], list[int]]]]:
+    wh = int(getattr(model.config, "world_history", 1))
     tok = ImageTokenizer(model.model.vqmodel, model.config.token_layout)
     enc = _ResizingEncoder(tok, int(model.config.resolution))
     out: dict[str, list[tuple[list[int], list[int]]]] = {"action": [], "world": []}
-    for s in token_samples(list(sources), processor_for(model), enc, kinds=kinds, history=history, chunk=chunk):
+    for s in token_samples(list(sources), processor_for(model), enc, kinds=kinds, history=history, chunk=chunk,
+                           world_history=wh):
         out[s.kind].append((s.input_ids, s.labels))
     return out
 
@@ -182,15 +185,34 @@ def collate(samples: Sequence[tuple[list[int], list[int]]], model: WorldVLAForCo
             "attention_mask": to_model_mask(keep, model.config._attn_implementation)}
 
 
-def draw_batch(samples: dict[str, list], batch_size: int, world_weight: float, seed: int, step: int) -> list:
-    """The batch of ``step``: a pure function of ``(seed, step)`` so that resumed runs match."""
+def draw_batch(samples: dict[str, list], batch_size: int, world_weight: float, seed: int, step: int, *,
+               context_noise: float = 0.0, image_ids: Sequence[int] = ()) -> list:
+    """The batch of ``step``: a pure function of ``(seed, step)`` so that resumed runs match.
+
+    ``context_noise`` > 0 replaces that share of each world sample's prompt image codes (``image_ids``; the
+    labels' -100 part) by uniformly drawn codes; the draws come after the sample indices, so a batch's samples
+    do not depend on it."""
     rng = np.random.default_rng([seed, step])
     n_world = int(round(batch_size * world_weight / (1.0 + world_weight))) if samples["world"] else 0
     n_world = min(n_world, batch_size - 1) if samples["action"] else batch_size
     n_act = batch_size - n_world
     batch = [samples["action"][i] for i in rng.integers(0, len(samples["action"]), n_act)] if n_act else []
-    batch += [samples["world"][i] for i in rng.integers(0, len(samples["world"]), n_world)] if n_world else []
-    return batch
+    world = [samples["world"][i] for i in rng.integers(0, len(samples["world"]), n_world)] if n_world else []
+    if context_noise > 0 and world:
+        codes = np.asarray(image_ids, dtype=np.int64)
+        world = [corrupt_context(ids, labels, context_noise, codes, rng) for ids, labels in world]
+    return batch + world
+
+
+def corrupt_context(ids: Sequence[int], labels: Sequence[int], share: float, image_ids: np.ndarray,
+                    rng: np.random.Generator) -> tuple[list[int], list[int]]:
+    """``(ids, labels)`` with each prompt image code (an id in ``image_ids`` whose label is -100) replaced, with
+    probability ``share``, by a code drawn uniformly from ``image_ids``. Targets and every other token are kept."""
+    a = np.asarray(ids, dtype=np.int64)
+    where = np.flatnonzero((np.asarray(labels) == IGNORE_INDEX) & np.isin(a, image_ids))
+    hit = where[rng.random(len(where)) < share]
+    a[hit] = image_ids[rng.integers(0, len(image_ids), len(hit))]
+    return a.tolist(), list(labels)
 
 
 def _lr_lambda(cfg: ModelTrainConfig):
@@ -229,7 +251,11 @@ def _latest_checkpoint(out: Path) -> Path | None:
 def model_identity(cfg: ModelTrainConfig) -> dict[str, Any]:
     """What a ``train model`` run's result depends on: the config (minus progress / logging fields and the VQ
     path), the data files' hashes and the VQ's hashes."""
-    return {**config_identity(cfg, exclude={"vq"}), "data": data_identity(cfg.data), "vq_digest": vq_digest(cfg.vq)}
+    ident = config_identity(cfg, exclude={"vq"})
+    for k, off in (("world_history", 1), ("world_context_noise", 0.0)):  # added later: at their "off" value a run
+        if ident.get(k) == off:                                           # folder made before them still resumes
+            ident.pop(k)
+    return {**ident, "data": data_identity(cfg.data), "vq_digest": vq_digest(cfg.vq)}
 
 
 def samples_key(model: WorldVLAForConditionalGeneration, sources: Sequence[tuple[str, str]], kinds: Sequence[str],
@@ -239,7 +265,8 @@ def samples_key(model: WorldVLAForConditionalGeneration, sources: Sequence[tuple
     return json.dumps({"format": SAMPLES_FORMAT, "sources": [list(s) for s in sources], "data": data, "vq": vq,
                        "kinds": list(kinds), "history": history, "chunk": chunk, "resolution": int(c.resolution),
                        "layout": c.token_layout.to_dict(), "action_min": list(c.action_min),
-                       "action_max": list(c.action_max), "world_model_prompt": c.world_model_prompt},
+                       "action_max": list(c.action_max), "world_model_prompt": c.world_model_prompt,
+                       **({"world_history": c.world_history} if c.world_history != 1 else {})},
                       sort_keys=True, default=str)
 
 
@@ -357,6 +384,10 @@ def train_model(cfg: ModelTrainConfig) -> dict[str, Any]:
         raise ValueError("model training needs --data (recorded LIBERO-layout HDF5 files or folders)")
     if cfg.world_weight < 0:
         raise ValueError("world_weight must be >= 0")
+    if isinstance(cfg.world_history, bool) or not isinstance(cfg.world_history, int) or cfg.world_history < 1:
+        raise ValueError(f"world_history={cfg.world_history!r}; expected an int >= 1")
+    if not 0.0 <= cfg.world_context_noise < 1.0:
+        raise ValueError(f"world_context_noise={cfg.world_context_noise!r}; expected a share in [0, 1)")
     d = dist_info_from_env()
     per_rank_batch(cfg.batch_size, d.world_size)
     device = _device(cfg, d)
@@ -441,6 +472,7 @@ def _train(cfg: ModelTrainConfig, d: DistInfo, device: torch.device) -> dict[str
 
     from tqdm.auto import tqdm
 
+    image_ids = model.config.token_layout.image_ids
     model.train()
     if lead:
         truncate_log(out / LOG, start)  # steps after the checkpoint are redone: log each step once
@@ -451,7 +483,8 @@ def _train(cfg: ModelTrainConfig, d: DistInfo, device: torch.device) -> dict[str
                disable=not (cfg.progress and lead), mininterval=10)
     for step in bar:
         # every rank draws the same global batch and keeps its contiguous shard
-        batch = draw_batch(samples, cfg.batch_size, cfg.world_weight, cfg.seed, step)[lo:hi]
+        batch = draw_batch(samples, cfg.batch_size, cfg.world_weight, cfg.seed, step,
+                           context_noise=cfg.world_context_noise, image_ids=image_ids)[lo:hi]
         batch = {k: v.to(device) for k, v in collate(batch, model).items()}
         if d.distributed:
             labels = batch.pop("labels")  # the loss is computed here, globally normalised (see _ddp_loss)
