@@ -70,7 +70,29 @@ def _load(args: Args) -> tuple[WorldVLARuntime, str]:
         return WorldVLARuntime.from_pretrained(path, device=args.device), f"tiny-random-{args.tiny_resolution}px"
 
 
-def imagined_steps_per_s(rt: WorldVLARuntime, n: int, args: Args) -> float:
+class _PartTimer:
+    """Accumulates wall time of the VQ encode and decode calls (the rest of a step is the LM and the env)."""
+
+    def __init__(self, rt: WorldVLARuntime):
+        self.tok, self.s = rt.image_tokenizer, {"vq_encode": 0.0, "vq_decode": 0.0}
+        self._orig = (self.tok.encode_codes, self.tok.decode_codes)
+        self.tok.encode_codes = self._wrap(self._orig[0], "vq_encode")
+        self.tok.decode_codes = self._wrap(self._orig[1], "vq_decode")
+
+    def _wrap(self, fn, key):
+        def timed(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                self.s[key] += time.perf_counter() - t0
+        return timed
+
+    def close(self) -> None:
+        self.tok.encode_codes, self.tok.decode_codes = self._orig
+
+
+def imagined_steps_per_s(rt: WorldVLARuntime, n: int, args: Args, parts: dict | None = None) -> float:
     frames = np.random.default_rng(args.seed).integers(0, 256, (4, rt.resolution, rt.resolution, 3), dtype=np.uint8)
     venv = ImaginedVectorEnv(
         n, runtime=rt, init_frames=frames, instruction="benchmark", max_episode_steps=args.steps + 10,
@@ -79,11 +101,19 @@ def imagined_steps_per_s(rt: WorldVLARuntime, n: int, args: Args) -> float:
     rng = np.random.default_rng(args.seed)
     venv.reset(seed=args.seed)
     venv.step(rng.uniform(-1, 1, (n, 7)).astype(np.float32))  # warm-up (allocator, kernels)
+    timer = _PartTimer(rt)
     t0 = time.perf_counter()
-    for _ in range(args.steps):
-        venv.step(rng.uniform(-1, 1, (n, 7)).astype(np.float32))
+    try:
+        for _ in range(args.steps):
+            venv.step(rng.uniform(-1, 1, (n, 7)).astype(np.float32))
+    finally:
+        timer.close()
     dt = time.perf_counter() - t0
     venv.close()
+    if parts is not None:  # seconds per vector step: VQ encode, VQ decode, the rest (LM decode, env, judge)
+        enc, dec = timer.s["vq_encode"] / args.steps, timer.s["vq_decode"] / args.steps
+        parts[n] = {"step_s": round(dt / args.steps, 4), "vq_encode_s": round(enc, 4), "vq_decode_s": round(dec, 4),
+                    "lm_and_env_s": round(dt / args.steps - enc - dec, 4)}
     return n * args.steps / dt
 
 
@@ -115,7 +145,8 @@ def main(args: Args) -> dict:
     threads = args.threads or min(os.cpu_count() or 1, 8)
     torch.set_num_threads(threads)
     rt, model_name = load(args)
-    rows = {n: imagined_steps_per_s(rt, n, args) for n in args.ns}
+    parts: dict[int, dict] = {}
+    rows = {n: imagined_steps_per_s(rt, n, args, parts) for n in args.ns}
     real = real_steps_per_s(rt.resolution, args)
     print(f"model={model_name} resolution={rt.resolution} image_tokens={rt.image_seq_len} threads={threads} "
           f"device={args.device} cpu={platform.processor() or platform.machine()}")
@@ -124,6 +155,16 @@ def main(args: Args) -> dict:
         print(f"{'imagined N=' + str(n):<14}{sps:>10.2f}{sps / rows[args.ns[0]]:>9.2f}")
     if real is not None:
         print(f"{'real LIBERO':<14}{real:>10.2f}")
+    print(f"{'per step (s)':<14}{'total':>9}{'VQ enc':>9}{'VQ dec':>9}{'LM+env':>9}")
+    for n, p in parts.items():
+        print(f"{'N=' + str(n):<14}{p['step_s']:>9.3f}{p['vq_encode_s']:>9.3f}{p['vq_decode_s']:>9.3f}{p['lm_and_env_s']:>9.3f}")
+    n_lo, n_hi = min(args.ns), max(args.ns)
+    lo = parts[n_lo]
+    # The VQ work grows with N (compute-bound convolutions); even if the LM and env cost nothing more at N_hi
+    # than at N_lo, the ratio cannot exceed this bound:
+    vq_lo = lo["vq_encode_s"] + lo["vq_decode_s"]
+    bound = (n_hi / n_lo) * lo["step_s"] / (lo["lm_and_env_s"] + vq_lo * n_hi / n_lo)
+    print(f"N={n_hi} vs N={n_lo} bound if only the VQ scaled with N: {bound:.2f}x")
     n_max = max(args.ns)
     result = {
         "model": model_name, "resolution": rt.resolution, "threads": threads,
@@ -132,6 +173,8 @@ def main(args: Args) -> dict:
         "real_steps_per_s": None if real is None else round(real, 3),
         "n16_vs_n1": round(rows[n_max] / rows[min(args.ns)], 3) if n_max == 16 and 1 in rows else None,
         "imagined_n16_vs_real": round(rows[n_max] / real, 3) if real and n_max == 16 else None,
+        "per_step_parts_s": {str(n): p for n, p in parts.items()},
+        "ratio_bound_vq_scaling": round(bound, 3),
     }
     record.save(result, args.json_out)
     print(json.dumps(result))

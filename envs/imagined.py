@@ -31,6 +31,8 @@ from envs.init_frames import (
     libero_task_description,
     load_init_frames,
     render_init_frames,
+    render_start_frame,
+    start_frame_path,
 )
 from envs.libero import INSTRUCTION_CHARSET, INSTRUCTION_MAX_LENGTH
 from wvla_gym.judge import SuccessJudge, judge_threshold, judge_window, score_many
@@ -63,8 +65,12 @@ __all__ = [
 
 #: Observation keys the world model does not predict, and how they are filled.
 UNPREDICTED_KEYS = ("wrist_image", "state")
-#: Reset option keys; at most one of the start sources ``init_state_id`` / ``image`` / ``frame_id``.
-RESET_OPTION_KEYS = ("init_state_id", "image", "wrist_image", "state", "frame_id")
+#: Reset option keys; at most one of the start sources ``init_state_id`` / ``image`` / ``frame_id``, the real
+#: env's start options ``placement`` / ``perturb_radius`` / ``sim_state`` rendered in LIBERO (see reset()).
+RESET_OPTION_KEYS = ("init_state_id", "image", "wrist_image", "state", "frame_id", "placement", "perturb_radius",
+                     "sim_state")
+#: The options that start from a state the real env makes (rendered once in LIBERO, then cached).
+LIBERO_START_KEYS = ("placement", "perturb_radius", "sim_state")
 
 
 def __getattr__(name: str) -> Any:
@@ -127,7 +133,11 @@ class ImaginedEnv(gym.Env):
       steps), rendered once in MuJoCo and cached in ``$WVLA_GYM_CACHE`` (default ``~/.cache/wvla-gym``;
       keyed by the MuJoCo/robosuite/LIBERO versions, settle steps and seed, see :mod:`envs.init_frames`);
     * ``{"image": ndarray}``: any uint8 ``(R, R, 3)`` frame (optionally with ``"wrist_image"`` / ``"state"``);
-    * ``{"frame_id": i}``: row ``i`` of the ``init_frames`` dataset.
+    * ``{"frame_id": i}``: row ``i`` of the ``init_frames`` dataset;
+    * the real env's other starts, ``{"placement": "sampled"}``, ``{"init_state_id": k, "perturb_radius": r}``
+      or ``{"sim_state": state}`` (see :mod:`envs.placement`): the real env's first frame for the same
+      ``reset(seed=s, options=...)``, rendered once in LIBERO and cached like init states, so a paired
+      imagined episode starts where its real twin did. ``info["placement"]`` names the mode and seed.
 
     Without options a dataset row is drawn from ``np_random`` when ``init_frames`` is given, else LIBERO
     init states are cycled like the real env (a seeded reset restarts the cycle at init state 0, so
@@ -248,6 +258,7 @@ class ImaginedEnv(gym.Env):
         self._window: deque[np.ndarray] = deque(maxlen=judge_window(success_judge))
         self._frame: np.ndarray | None = None
         self._past: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=0)
+        self._placement: dict[str, Any] | None = None
         self._wrist: np.ndarray | None = None
         self._state: np.ndarray | None = None
         self._fill: dict[str, str] = {}
@@ -268,8 +279,13 @@ class ImaginedEnv(gym.Env):
         if unknown:
             raise ValueError(f"options has unknown keys {sorted(unknown)}; expected some of {list(RESET_OPTION_KEYS)}")
         sources = [k for k in ("init_state_id", "image", "frame_id") if k in options]
+        libero_start = [k for k in LIBERO_START_KEYS if k in options]
+        if libero_start and ("image" in options or "frame_id" in options):
+            raise ValueError(f"options {libero_start} start from a real-env state; they cannot be combined with "
+                             f"{[k for k in ('image', 'frame_id') if k in options]}")
         if len(sources) > 1:
             raise ValueError(f"options give more than one start source {sources}; pass one of them")
+        self._placement = None
         if ("wrist_image" in options or "state" in options) and "image" not in options:
             raise ValueError("options 'wrist_image' / 'state' are only valid together with 'image'")
 
@@ -280,6 +296,8 @@ class ImaginedEnv(gym.Env):
             if "state" in options:
                 start["state"] = _check_state(options["state"], "options['state']")
             self.start_source, self.init_state_id, self.frame_id = "image", None, None
+        elif libero_start:
+            start = self._libero_start(seed, {k: options[k] for k in ("init_state_id", *LIBERO_START_KEYS) if k in options})
         elif "frame_id" in options or ("init_state_id" not in options and self.init_frames is not None):
             if self.init_frames is None:
                 raise ValueError("options['frame_id'] needs a dataset: construct the env with init_frames=...")
@@ -416,23 +434,50 @@ class ImaginedEnv(gym.Env):
             "task_id": self.task_id,
             "init_state_id": -1 if self.init_state_id is None else self.init_state_id,
             "start_source": self.start_source,
+            **({"placement": dict(self._placement)} if self._placement is not None else {}),
             "elapsed_steps": self._elapsed,
             "unpredicted_keys": dict(self._fill),
         }
 
+    def _libero_start(self, seed: int | None, opts: dict[str, Any]) -> dict[str, np.ndarray]:
+        """Start from a real-env start other than a plain init state (placement, perturbation, sim_state)."""
+        from envs.placement import parse_reset_options
+
+        req = parse_reset_options(opts, NUM_INIT_STATES)
+        if req.source == "init_state" and "init_state_id" not in opts:  # cycle like the real env
+            opts["init_state_id"] = 0 if seed is not None else self._next_init_state_id
+            req.init_state_id = opts["init_state_id"]
+        if req.init_state_id is not None:
+            self._next_init_state_id = (int(req.init_state_id) + 1) % NUM_INIT_STATES
+        # the real env's episode seed: the reset seed, else one drawn from the env's generator
+        episode_seed = int(seed) if seed is not None else int(self.np_random.integers(0, 2**31 - 1))
+        start = self._render_start(opts, episode_seed)
+        self.start_source = "sim_state" if req.source == "sim_state" else "placement"
+        self.init_state_id, self.frame_id = req.init_state_id, None
+        self._placement = {"mode": {"sampled": "sampled", "sim_state": "sim_state"}.get(req.source, "fixed"),
+                           "seed": episode_seed, "perturb_radius": req.perturb_radius}
+        return start
+
     def _init_state_frame(self, k: int) -> dict[str, np.ndarray]:
-        path = init_frame_path(self.task_suite, self.task_id, self.resolution, k, settle_steps=NUM_STEPS_WAIT)
+        return self._render_start({"init_state_id": k}, INIT_FRAME_SEED)
+
+    def _render_start(self, opts: dict[str, Any], seed: int) -> dict[str, np.ndarray]:
+        path = start_frame_path(self.task_suite, self.task_id, self.resolution, opts, seed, settle_steps=NUM_STEPS_WAIT)
         try:
             if not path.exists() and self._libero_env is None:
                 from envs.libero import LiberoEnv
 
                 self._libero_env = LiberoEnv(self.task_suite, self.task_id, resolution=self.resolution, wrist=True,
                                              num_steps_wait=NUM_STEPS_WAIT)
-            return render_init_frames(self.task_suite, self.task_id, self.resolution, [k],
-                                      libero_env=self._libero_env, settle_steps=NUM_STEPS_WAIT)[0]
+            if set(opts) == {"init_state_id"}:
+                return render_init_frames(self.task_suite, self.task_id, self.resolution, [opts["init_state_id"]],
+                                          libero_env=self._libero_env, settle_steps=NUM_STEPS_WAIT)[0]
+            return render_start_frame(self.task_suite, self.task_id, self.resolution, opts, seed,
+                                      libero_env=self._libero_env, settle_steps=NUM_STEPS_WAIT)
         except ImportError as e:
+            what = f"init state {opts['init_state_id']}" if set(opts) == {"init_state_id"} else f"start {opts} (seed {seed})"
             raise ValueError(
-                f"init state {k} of {self.task_suite}/{self.task_id} at {self.resolution}px is not cached "
+                f"{what} of {self.task_suite}/{self.task_id} at {self.resolution}px is not cached "
                 f"({path}) and LIBERO is not installed to render it; start from options={{'image': frame}} or "
                 "a dataset (init_frames=...) instead"
             ) from e

@@ -223,12 +223,14 @@ class ImaginedVectorEnv(VectorEnv):
         for key, value in options.items():
             if key not in RESET_OPTION_KEYS:
                 raise ValueError(f"options has unknown key {key!r}; expected some of {[*RESET_OPTION_KEYS, 'reset_mask']}")
-            if key in ("init_state_id", "frame_id"):
+            if key in ("init_state_id", "frame_id", "perturb_radius"):
                 per = isinstance(value, (list, tuple)) or np.ndim(value) == 1
+            elif key == "placement":
+                per = isinstance(value, (list, tuple))
             elif isinstance(value, (list, tuple)) and any(v is None for v in value):
                 per = True
             else:  # an array with one more axis than a single frame/state is one value per sub-env
-                per = np.ndim(value) == {"image": 3, "wrist_image": 3, "state": 1}[key] + 1
+                per = np.ndim(value) == {"image": 3, "wrist_image": 3, "state": 1, "sim_state": 1}[key] + 1
             if per:
                 values = list(value)
                 if len(values) != self.num_envs:

@@ -2,6 +2,9 @@
 
 * :func:`render_init_frames` renders init states after the settle steps, exactly as ``WorldVLA-LIBERO-v0``
   observes them (``reset(seed=INIT_FRAME_SEED, options={"init_state_id": k})``), and caches them on disk.
+* :func:`render_start_frame` does the same for any other start the real env accepts: a fresh placement
+  (``{"placement": "sampled"}``), a perturbed one (``"perturb_radius"``) or a replayed ``"sim_state"``, rendered
+  with the reset seed that drew it, so the imagined twin of a real episode starts from the real first frame.
 * :func:`load_init_frames` turns a dataset of start frames (array, mapping, ``.npz`` or LIBERO-layout HDF5,
   ours or official, read through :class:`wvla_gym.data.hdf5.LiberoFile`) into the env's arrays.
 * :func:`libero_task_description` looks a task's instruction up in LIBERO's benchmark registry.
@@ -11,7 +14,7 @@ Cache layout: ``cache_dir()/init_frames/<suite>/<task>/<resolution>/<key>/<init_
 that change the rendering (MuJoCo, robosuite, LIBERO, BDDL), so upgrading any of them misses the cache
 instead of silently serving stale frames. Entries are written atomically (temporary file, fsync, rename);
 a damaged entry (unreadable, missing keys, wrong shape or dtype) is reported with a warning naming the file
-and rendered again.
+and rendered again. Other starts live in ``<key>/starts/<mode>-....npz`` (:func:`start_frame_path`).
 """
 
 from __future__ import annotations
@@ -66,6 +69,25 @@ def init_frame_path(task_suite: str, task_id: int, resolution: int, init_state_i
     """Where the rendered start frame of a LIBERO init state is cached (see the module doc)."""
     return (cache_dir() / "init_frames" / task_suite / str(int(task_id)) / str(int(resolution))
             / init_frame_cache_key(settle_steps, seed) / f"{int(init_state_id)}.npz")
+
+
+def start_frame_path(task_suite: str, task_id: int, resolution: int, options: Mapping[str, Any], seed: int, *,
+                     settle_steps: int = NUM_STEPS_WAIT) -> Path:
+    """Cache path of the start ``LiberoEnv.reset(seed=seed, options=options)`` gives (plain init states: the
+    :func:`init_frame_path` entry, whose rendering does not depend on the seed)."""
+    k = options.get("init_state_id")
+    mode = options.get("placement", "fixed")
+    r = float(options.get("perturb_radius", 0.0))
+    if "sim_state" not in options and mode == "fixed" and r == 0.0 and k is not None:
+        return init_frame_path(task_suite, task_id, resolution, int(k), settle_steps=settle_steps)
+    if "sim_state" in options:
+        digest = hashlib.sha256(np.ascontiguousarray(options["sim_state"], dtype=np.float64).tobytes()).hexdigest()[:16]
+        name = f"simstate-{digest}"
+    else:
+        name = f"{mode}-k{'none' if k is None else int(k)}"
+    name += f"-r{r!r}-seed{int(seed)}.npz"
+    folder = init_frame_path(task_suite, task_id, resolution, 0, settle_steps=settle_steps).parent
+    return folder / "starts" / name
 
 
 def _read_entry(path: Path, resolution: int) -> tuple[dict[str, np.ndarray] | None, str]:
@@ -125,21 +147,46 @@ def render_init_frames(
     ``image``, ``wrist_image`` (uint8, rotated like the real env) and ``state`` (float32). ``libero_env``
     (a ``LiberoEnv`` of this task and resolution with ``wrist=True``) is used instead of building one.
     """
+    starts = [(INIT_FRAME_SEED, {"init_state_id": int(k)}) for k in init_state_ids]
+    return _render_starts(task_suite, task_id, resolution, starts, overwrite=overwrite, libero_env=libero_env,
+                          settle_steps=settle_steps)
+
+
+def render_start_frame(
+    task_suite: str,
+    task_id: int,
+    resolution: int,
+    options: Mapping[str, Any],
+    seed: int,
+    *,
+    overwrite: bool = False,
+    libero_env: Any = None,
+    settle_steps: int = NUM_STEPS_WAIT,
+) -> dict[str, np.ndarray]:
+    """The first observation of ``LiberoEnv.reset(seed=seed, options=options)`` (any start it accepts: a fixed
+    init state, ``"placement": "sampled"``, ``"perturb_radius"``, ``"sim_state"``), cached under
+    :func:`start_frame_path`; otherwise as :func:`render_init_frames`."""
+    return _render_starts(task_suite, task_id, resolution, [(int(seed), dict(options))], overwrite=overwrite,
+                          libero_env=libero_env, settle_steps=settle_steps)[0]
+
+
+def _render_starts(task_suite: str, task_id: int, resolution: int, starts: Sequence[tuple[int, dict[str, Any]]], *,
+                   overwrite: bool, libero_env: Any, settle_steps: int) -> list[dict[str, np.ndarray]]:
     validate_suite_task(task_suite, task_id)
     if libero_env is not None and int(getattr(libero_env, "num_steps_wait", settle_steps)) != int(settle_steps):
         raise ValueError(f"libero_env runs {libero_env.num_steps_wait} settle steps; expected settle_steps={settle_steps}")
     out: list[dict[str, np.ndarray]] = []
     own_env = None
     try:
-        for k in init_state_ids:
-            path = init_frame_path(task_suite, task_id, resolution, k, settle_steps=settle_steps)
+        for seed, options in starts:
+            path = start_frame_path(task_suite, task_id, resolution, options, seed, settle_steps=settle_steps)
             if path.exists() and not overwrite:
                 frame, why = _read_entry(path, resolution)
                 if frame is not None:
                     out.append(frame)
                     continue
-                warnings.warn(f"init-frame cache entry {path} is damaged ({why}); rendering it again",
-                              RuntimeWarning, stacklevel=2)
+                warnings.warn(f"start-frame cache entry {path} is damaged ({why}); rendering it again",
+                              RuntimeWarning, stacklevel=3)
             env = libero_env
             if env is None:
                 if own_env is None:
@@ -148,7 +195,7 @@ def render_init_frames(
                     own_env = LiberoEnv(task_suite, task_id, resolution=resolution, wrist=True,
                                         num_steps_wait=settle_steps)
                 env = own_env
-            obs, _ = env.reset(seed=INIT_FRAME_SEED, options={"init_state_id": int(k)})
+            obs, _ = env.reset(seed=seed, options=dict(options))
             frame = {"image": np.ascontiguousarray(obs["image"], dtype=np.uint8),
                      "wrist_image": np.ascontiguousarray(obs["wrist_image"], dtype=np.uint8),
                      "state": np.asarray(obs["state"], dtype=np.float32)}

@@ -28,12 +28,11 @@ from typing import Any
 
 import numpy as np
 
+from wvla_gym.protocol import MAX_PERTURB_RADIUS
 from wvla_gym.utils.mujoco_tree import body_subtree, raw_model_data
 
 PLACEMENT_MODES = ("fixed", "sampled")
 RESET_OPTION_KEYS = ("init_state_id", "placement", "perturb_radius", "sim_state")
-#: Largest accepted ``perturb_radius`` (metres): LIBERO's object regions are ~5 cm wide, the tables ~1 m.
-MAX_PERTURB_RADIUS = 0.25
 #: Minimum gap (metres) between a shifted object and any other body.
 CLEARANCE = 0.004
 #: Shift draws per object before it is left in place.

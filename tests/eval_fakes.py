@@ -33,18 +33,29 @@ class EvalFakeEnv(gym.Env):
         )
         self.action_space = spaces.Box(-1.0, 1.0, (7,), np.float32)
         self.init_state_id = None
+        self.layout = 0
 
     def _obs(self):
-        img = np.full((self.res, self.res, 3), (self.init_state_id * 20 + self.t * 5) % 256, np.uint8)
-        img[0, 0, 0] = self.init_state_id  # lets test policies see which trial they are in
+        img = np.full((self.res, self.res, 3), (self.layout * 20 + self.t * 5) % 256, np.uint8)
+        img[0, 0, 0] = self.layout  # lets test policies see which trial (or placement) they are in
         return {"image": img, "state": np.full(8, self.t, np.float32)}
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
-        self.init_state_id = int((options or {})["init_state_id"])
+        opts = dict(options or {})
         self.t, self.streak = 0, 0
-        return self._obs(), {"init_state_id": self.init_state_id, "task_description": f"fake task {self.task_id}",
-                             "is_success": False}
+        info = {"task_description": f"fake task {self.task_id}", "is_success": False}
+        if opts.get("placement") == "sampled" or opts.get("perturb_radius"):
+            # as LiberoEnv: the reset seed draws the start; the "layout" (pixel value) follows from it
+            self.init_state_id = None if opts.get("placement") == "sampled" else int(opts["init_state_id"])
+            self.layout = int(seed) % 50
+            info["placement"] = {"mode": opts.get("placement", "fixed"), "seed": int(seed),
+                                 "perturb_radius": float(opts.get("perturb_radius", 0.0))}
+            info["sim_state"] = np.array([float(seed), float(self.task_id)])
+        else:
+            self.init_state_id = self.layout = int(opts["init_state_id"])
+        info["init_state_id"] = self.init_state_id
+        return self._obs(), info
 
     def step(self, action):
         if self.raise_at_init is not None and self.init_state_id == self.raise_at_init and self.t == 1:

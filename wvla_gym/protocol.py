@@ -128,3 +128,7 @@ def check_action(action: object) -> np.ndarray:
     if np.any(np.abs(a) > 1.0):
         raise ValueError(f"action must lie in [-1, 1] (LIBERO OSC_POSE delta convention, no clipping); got {raw.tolist()}")
     return a.astype(np.float32)
+
+#: Largest accepted ``perturb_radius`` (metres) of a perturbed start (``envs.placement``, evaluation): LIBERO's
+#: object regions are ~5 cm wide, the tables ~1 m.
+MAX_PERTURB_RADIUS = 0.25

@@ -5,6 +5,8 @@ Example::
     wvla-gym eval --policy scripted --suite libero_object --tasks 0,1 --trials 50 --env real --out results/
     wvla-gym eval --policy worldvla --checkpoint ckpt/ --env both --video --backend vector --num-envs 4
     wvla-gym eval --policy random --world-model ckpt/ --env imagined --backend batched --num-envs 16
+    wvla-gym eval --policy worldvla --checkpoint ckpt/ --placement sampled --trials 10     # fresh placements
+    wvla-gym eval --policy worldvla --checkpoint ckpt/ --perturb-radius 0.03 --trials 10   # objects shifted 3 cm
 
 Re-running the same command resumes: finished episodes are skipped, errored ones retried.
 """
@@ -40,10 +42,16 @@ class EvalArgs:
     tasks: str = "all"
     """'all' or comma-separated task ids, e.g. '0,3,7'."""
     trials: int = NUM_INIT_STATES
+    placement: Literal["init_state", "sampled"] = "init_state"
+    """init_state: trial k starts from LIBERO's fixed init state k (the protocol). sampled: from a fresh
+    placement drawn by LIBERO's own sampler, seeded per task and trial (the robustness column)."""
+    perturb_radius: float = 0.0
+    """Shift every movable object by a seeded offset within this radius (metres, e.g. 0.03), on either start."""
     env: Literal["real", "imagined", "both"] = "real"
     out: Path = Path("results")
     name: str | None = None
-    """Policy name in the results (default derived from --policy, --checkpoint and --noise-std)."""
+    """Policy name in the results (default derived from --policy, --checkpoint and --noise-std, plus
+    '@sampled' / '@perturb0.03' for other starts, so each start mode is its own row in one --out folder)."""
     seed: int = 0
     resolution: int = 256
     wrist: bool = False
@@ -109,7 +117,8 @@ def build_config(args: EvalArgs) -> tuple[EvalConfig, object]:
             knobs[f"{key}_digest"] = path_digest(p)
     cfg = EvalConfig(
         suite=args.suite, tasks=tasks, trials=args.trials, env=args.env, seed=args.seed,
-        policy_name=args.name or resolved.name, out=args.out, resolution=args.resolution, wrist=args.wrist,
+        placement=args.placement, perturb_radius=args.perturb_radius,
+        policy_name=args.name or resolved.name + start_suffix(args.placement, args.perturb_radius), out=args.out, resolution=args.resolution, wrist=args.wrist,
         max_episode_steps=args.max_episode_steps, backend=args.backend, num_envs=args.num_envs,
         policy_in_workers=resolved.privileged, ray_address=args.ray_address, video=args.video,
         retry_errors=args.retry_errors, progress=args.progress, imagined_env_kwargs=imagined_kwargs, knobs=knobs,
@@ -117,6 +126,11 @@ def build_config(args: EvalArgs) -> tuple[EvalConfig, object]:
     )
     cfg.validate()
     return cfg, resolved.factory
+
+
+def start_suffix(placement: str, perturb_radius: float) -> str:
+    """``""`` for the protocol's starts, else e.g. ``"@sampled"``, ``"@perturb0.03"``, ``"@sampled@perturb0.03"``."""
+    return ("@sampled" if placement == "sampled" else "") + (f"@perturb{perturb_radius:g}" if perturb_radius else "")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -77,7 +77,13 @@ from wvla_gym.data.hdf5 import (
     write_demo,
     write_file_attrs,
 )
-from wvla_gym.protocol import NUM_INIT_STATES, SUITE_NUM_TASKS, parse_tasks, validate_suite_task
+from wvla_gym.protocol import (
+    MAX_PERTURB_RADIUS,
+    NUM_INIT_STATES,
+    SUITE_NUM_TASKS,
+    parse_tasks,
+    validate_suite_task,
+)
 
 NOOP_THRESHOLD = 1e-4
 MANIFEST_NAME = "manifest.json"
@@ -86,7 +92,6 @@ RUN_KIND = "record"
 
 BEHAVIOURS = ("expert", "noise", "cut", "burst", "random", "zero")
 PLACEMENTS = ("fixed", "sampled")
-MAX_PERTURB_RADIUS = 0.25  # metres; LiberoEnv's own limit
 #: Typical length (steps) of an expert episode on libero_object; scales cut and burst times.
 NOMINAL_LENGTH = 120
 CUT_FRACTION = (0.1, 0.9)

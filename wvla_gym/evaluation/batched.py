@@ -143,10 +143,11 @@ class _TaskRunner:
                 mask = np.zeros(self.n, dtype=np.bool_)
                 mask[i] = True
                 seeds: list[int | None] = [None] * self.n
-                seeds[i] = job.seed
-                init_ids: list[int | None] = [None] * self.n
-                init_ids[i] = job.init_state_id
-                self.obs, infos = self.venv.reset(seed=seeds, options={"reset_mask": mask, "init_state_id": init_ids})
+                seeds[i] = job.reset_seed
+                per_slot: dict[str, list] = {}
+                for key, value in job.reset_options().items():  # this slot's value, None for the others
+                    per_slot[key] = [value if j == i else None for j in range(self.n)]
+                self.obs, infos = self.venv.reset(seed=seeds, options={"reset_mask": mask, **per_slot})
                 ep.started(_slot_obs(self.obs, i), _slot_info(infos, i))
             except Exception as exc:  # recorded, never silent
                 self._finish(i, exc)

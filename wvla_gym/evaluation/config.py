@@ -13,11 +13,18 @@ from typing import Any, Literal
 
 import numpy as np
 
-from wvla_gym.protocol import NUM_INIT_STATES, NUM_STEPS_WAIT, SUITE_MAX_STEPS, SUITE_NUM_TASKS
+from wvla_gym.protocol import (
+    MAX_PERTURB_RADIUS,
+    NUM_INIT_STATES,
+    NUM_STEPS_WAIT,
+    SUITE_MAX_STEPS,
+    SUITE_NUM_TASKS,
+)
 
 EnvKind = Literal["real", "imagined"]
 ENV_CHOICES = ("real", "imagined", "both")
 BACKENDS = ("sync", "vector", "ray", "batched")
+PLACEMENTS = ("init_state", "sampled")
 REAL_ENV_ID = "WorldVLA-LIBERO-v0"
 IMAGINED_ENV_ID = "WorldVLA-Imagined-v0"
 
@@ -31,6 +38,11 @@ class EvalConfig:
     tasks: Sequence[int] | None = None
     #: Trials per task; trial k uses init state k, so at most 50.
     trials: int = NUM_INIT_STATES
+    #: Where trial k starts: "init_state" (the protocol: LIBERO's fixed init state k) or "sampled" (a fresh
+    #: placement from LIBERO's own sampler, seeded per task and trial; the robustness column).
+    placement: Literal["init_state", "sampled"] = "init_state"
+    #: Shift every movable object by a seeded offset within this radius (metres; 0 = off), on either start.
+    perturb_radius: float = 0.0
     env: Literal["real", "imagined", "both"] = "real"
     #: Env seed of every episode (the reference protocol seeds 0 for all episodes).
     seed: int = 0
@@ -72,6 +84,11 @@ class EvalConfig:
                 raise ValueError(f"tasks contains {t!r}; expected ints in [0, {n_tasks - 1}] for {self.suite}")
         if isinstance(self.trials, bool) or not isinstance(self.trials, int) or not 1 <= self.trials <= NUM_INIT_STATES:
             raise ValueError(f"trials={self.trials!r}; expected an int in [1, {NUM_INIT_STATES}] (trial k = init state k)")
+        if self.placement not in PLACEMENTS:
+            raise ValueError(f"placement={self.placement!r}; expected one of {PLACEMENTS}")
+        r = self.perturb_radius
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0.0 <= float(r) <= MAX_PERTURB_RADIUS:
+            raise ValueError(f"perturb_radius={r!r}; expected a float in [0, {MAX_PERTURB_RADIUS}] (metres)")
         if self.env not in ENV_CHOICES:
             raise ValueError(f"env={self.env!r}; expected one of {ENV_CHOICES}")
         if self.backend not in BACKENDS:
@@ -129,6 +146,9 @@ class EvalConfig:
             "seed": self.seed,
             "step_limit": self.step_limit(),
             "record_actions": self.record_actions,
+            # only when off the protocol, so result folders made before these options still resume
+            **({"placement": self.placement} if self.placement != "init_state" else {}),
+            **({"perturb_radius": float(self.perturb_radius)} if self.perturb_radius else {}),
             "torch_threads": torch_threads(),
             "knobs": {k: _jsonable(v) for k, v in sorted(self.knobs.items())},
         }
@@ -148,13 +168,36 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class EpisodeJob:
-    """One episode to run: env kind, task, init state (= trial index) and env seed."""
+    """One episode to run: env kind, task, init state (= trial index), env seed and start mode."""
 
     kind: str
     suite: str
     task_id: int
     init_state_id: int
     seed: int
+    placement: str = "init_state"
+    perturb_radius: float = 0.0
+
+    @property
+    def protocol_start(self) -> bool:
+        return self.placement == "init_state" and not self.perturb_radius
+
+    @property
+    def reset_seed(self) -> int:
+        """The env's reset seed: the protocol's seed, or for placements / perturbations one per (task, trial),
+        since it also draws the placement (real and imagined twins use the same one)."""
+        if self.protocol_start:
+            return self.seed
+        return int(np.random.SeedSequence([self.seed, self.task_id, self.init_state_id, 0x51AC]).generate_state(1)[0]
+                   % (2**31 - 1))
+
+    def reset_options(self) -> dict[str, Any]:
+        """``reset(options=...)`` of this episode (the same for the real env and the imagined env)."""
+        opts: dict[str, Any] = ({"placement": "sampled"} if self.placement == "sampled"
+                                else {"init_state_id": self.init_state_id})
+        if self.perturb_radius:
+            opts["perturb_radius"] = float(self.perturb_radius)
+        return opts
 
     @property
     def policy_seed(self) -> int:
@@ -165,7 +208,7 @@ class EpisodeJob:
 def plan_jobs(config: EvalConfig) -> list[EpisodeJob]:
     """All episodes of an evaluation in protocol order (task, trial, then real before imagined)."""
     return [
-        EpisodeJob(kind, config.suite, t, k, config.seed)
+        EpisodeJob(kind, config.suite, t, k, config.seed, config.placement, float(config.perturb_radius))
         for t in config.task_ids()
         for k in range(config.trials)
         for kind in config.kinds()

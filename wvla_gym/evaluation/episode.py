@@ -73,6 +73,9 @@ class EpisodeRun:
             "task_description": None,
             "policy_seed": job.policy_seed,
         }
+        if not job.protocol_start:  # off the protocol: how the start was made, to replay it
+            self.rec.update({"placement": job.placement, "perturb_radius": job.perturb_radius,
+                             "reset_seed": job.reset_seed, "reset_options": job.reset_options()})
         self.actions: list[list[float]] | None = [] if config.record_actions else None
         self.frames: list[np.ndarray] = []
         self.done = False
@@ -84,8 +87,13 @@ class EpisodeRun:
         info = info if isinstance(info, dict) else {}
         self.rec["task_description"] = info.get("task_description")
         got = info.get("init_state_id", self.job.init_state_id)
-        if got is not None and int(got) != self.job.init_state_id:
-            raise RuntimeError(f"env reset to init state {got}, expected {self.job.init_state_id}")
+        want = self.job.reset_options().get("init_state_id")
+        if want is not None and got is not None and int(got) != want:
+            raise RuntimeError(f"env reset to init state {got}, expected {want}")
+        if not self.job.protocol_start:
+            self.rec["start"] = jsonable_start(info.get("placement"))
+            if info.get("sim_state") is not None:  # the real env's state before settling: replays it exactly
+                self.rec["sim_state"] = np.asarray(info["sim_state"], dtype=np.float64).tolist()
         if self.record_frames:
             self.frames.append(np.asarray(obs["image"]))
 
@@ -120,6 +128,19 @@ class EpisodeRun:
         return self.rec
 
 
+def jsonable_start(d: Any) -> Any:
+    """``info["placement"]`` as plain JSON (numpy scalars and arrays to Python numbers and lists)."""
+    if isinstance(d, dict):
+        return {str(k): jsonable_start(v) for k, v in d.items()}
+    if isinstance(d, (list, tuple)):
+        return [jsonable_start(v) for v in d]
+    if isinstance(d, np.ndarray):
+        return d.tolist()
+    if isinstance(d, np.generic):
+        return d.item()
+    return d
+
+
 def gl_backend_of(env: Any) -> str | None:
     return getattr(getattr(env, "unwrapped", env), "gl_backend", None)
 
@@ -130,7 +151,7 @@ def run_episode(env: Any, policy: Any, job: EpisodeJob, config: EvalConfig,
     ep = EpisodeRun(job, config, step_cap=step_cap)
     try:
         reset_policy(policy, job.policy_seed)
-        obs, info = env.reset(seed=job.seed, options={"init_state_id": job.init_state_id})
+        obs, info = env.reset(seed=job.reset_seed, options=job.reset_options())
         ep.started(obs, info)
         while True:
             action = act_policies([policy], [obs])[0]

@@ -12,6 +12,7 @@ so records equal the sync backend's; main-process policies are built per slot an
 
 from __future__ import annotations
 
+import json
 import traceback
 from typing import Any
 
@@ -20,7 +21,7 @@ import numpy as np
 
 from wvla_gym.evaluation.claims import JobQueue
 from wvla_gym.evaluation.config import EpisodeJob, EvalConfig
-from wvla_gym.evaluation.episode import EnvCache, EpisodeRun, RemoteEpisodeError
+from wvla_gym.evaluation.episode import EnvCache, EpisodeRun, RemoteEpisodeError, jsonable_start
 from wvla_gym.evaluation.policies import PolicyFactory, act_policies, check_policy, reset_policy
 
 
@@ -77,7 +78,7 @@ class EpisodeSlot(gym.Env):
     def _info(self, **kw: Any) -> dict[str, Any]:
         # Every key in every info, so the vector env batches them into aligned arrays.
         base = {"slot_error": None, "slot_traceback": None, "is_success": False, "task_description": None,
-                "init_state_id": -1, "gl_backend": None, "idle": self._job is None,
+                "init_state_id": -1, "start_json": None, "gl_backend": None, "idle": self._job is None,
                 "action": np.zeros(self._action_shape, np.float64)}
         base.update(kw)
         return base
@@ -101,11 +102,15 @@ class EpisodeSlot(gym.Env):
             env, policy = self.cache.get(job.kind, job.task_id)
             if policy is not None:
                 reset_policy(policy, job.policy_seed)
-            obs, info = env.reset(seed=job.seed, options={"init_state_id": job.init_state_id})
+            obs, info = env.reset(seed=job.reset_seed, options=job.reset_options())
             self._obs = obs
+            got = info.get("init_state_id", job.init_state_id)
+            start = {k: info[k] for k in ("placement", "sim_state") if info.get(k) is not None}
             return obs, self._info(
                 task_description=info.get("task_description"),
-                init_state_id=int(info.get("init_state_id", job.init_state_id)),
+                init_state_id=-1 if got is None else int(got),  # -1: a sampled placement (no init state)
+                # off-protocol starts as one JSON string: vector infos batch plain values best
+                start_json=json.dumps(jsonable_start(start)) if start else None,
                 gl_backend=getattr(env.unwrapped, "gl_backend", None),
             )
         except Exception as exc:
@@ -202,8 +207,10 @@ class _VectorRunner:
                 self._finish(i, RemoteEpisodeError(infos["slot_error"][i], infos["slot_traceback"][i]), gl)
                 continue
             try:
+                got = int(infos["init_state_id"][i])
                 ep.started(_index(self.obs, i), {"task_description": infos["task_description"][i],
-                                                 "init_state_id": int(infos["init_state_id"][i])})
+                                                 "init_state_id": None if got < 0 else got,
+                                                 **json.loads(infos["start_json"][i] or "{}")})
                 if not self.in_workers:
                     key = (int(i), job.kind, job.task_id)
                     if key not in self.policies:
