@@ -156,7 +156,7 @@ def test_graph_step_plumbing_with_a_fake_capture(ckpt, rts):
 
 def test_vq_batch_option(ckpt):
     rt = WorldVLARuntime.from_pretrained(ckpt)
-    assert rt.vq_batch is False
+    assert rt.vq_batch is False  # "auto" on CPU: frame by frame (exact vector == single envs)
     imgs = _frames(4, 1, seed=12)[:, 0]
     codes_f = rt.image_tokenizer.encode_codes(imgs)
     px_f = rt.image_tokenizer.decode_codes(codes_f)
@@ -167,5 +167,7 @@ def test_vq_batch_option(ckpt):
     # batched convs may round differently: codes almost always agree, pixels within 1 level
     assert (codes_b == codes_f).float().mean() > 0.95
     assert np.abs(px_b.astype(int) - px_f.astype(int)).max() <= 1
-    with pytest.raises(TypeError):
+    rt.vq_batch = "auto"
+    assert rt.vq_batch is False
+    with pytest.raises(TypeError, match="vq_batch must be a bool or 'auto', got 'yes'"):
         rt.vq_batch = "yes"

@@ -96,9 +96,11 @@ class WorldVLARuntime:
 
     ``decode_backend`` ("auto" | "dynamic" | "static" | "cuda_graph", see :mod:`wvla_gym.decoding`): "auto" is
     "cuda_graph" on a CUDA device with graphs and "dynamic" (the original path, unchanged results) elsewhere.
-    ``vq_batch``: VQ-encode/decode all frames of a call in one batch (faster) instead of frame by frame (the
-    default: batched CPU convolutions round differently in the last bit, and a vector env must give exactly
-    what N single envs give). Both can be changed later by assigning the attributes."""
+    ``vq_batch`` (True | False | "auto"): VQ-encode/decode all frames of a call in one batch instead of frame by
+    frame. "auto" (default) batches on CUDA, where it is much faster, and goes frame by frame on CPU, where it
+    is not (``benchmarks/vq_batch.py``) and where batched convolutions round differently in the last bit, so
+    that a vector env gives exactly what N single envs give. Both can be changed later by assigning the
+    attributes (``vq_batch`` then reads back as the resolved bool)."""
 
     action_dim: int = 7
 
@@ -108,7 +110,7 @@ class WorldVLARuntime:
         text_tokenizer: TextTokenizer,
         *,
         decode_backend: str = "auto",
-        vq_batch: bool = False,
+        vq_batch: bool | str = "auto",
     ):
         self.model = model.eval()
         self.config = model.config
@@ -154,9 +156,11 @@ class WorldVLARuntime:
         return self.image_tokenizer.batch_frames
 
     @vq_batch.setter
-    def vq_batch(self, value: bool) -> None:
+    def vq_batch(self, value: bool | str) -> None:
+        if isinstance(value, str) and value == "auto":
+            value = self.device.type == "cuda"
         if not isinstance(value, (bool, np.bool_)):
-            raise TypeError(f"vq_batch must be a bool, got {type(value).__name__}")
+            raise TypeError(f"vq_batch must be a bool or 'auto', got {value!r}")
         self.image_tokenizer.batch_frames = bool(value)
 
     @classmethod
@@ -168,7 +172,7 @@ class WorldVLARuntime:
         dtype: torch.dtype | str | None = None,
         attn_implementation: str = "sdpa",
         decode_backend: str = "auto",
-        vq_batch: bool = False,
+        vq_batch: bool | str = "auto",
     ) -> WorldVLARuntime:
         """Load our format or a released checkpoint (local folder or Hub id). ``None`` -> the embedded default.
 

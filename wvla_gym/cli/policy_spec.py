@@ -56,7 +56,7 @@ def _scripted_factory(env: Any, noise_std: float) -> SeededScripted:
 
 
 #: ``WorldVLARuntime.from_pretrained`` keyword arguments; the rest go to ``WorldVLAAgent``.
-_RUNTIME_KWARGS = ("device", "dtype", "attn_implementation")
+_RUNTIME_KWARGS = ("device", "dtype", "attn_implementation", "decode_backend", "vq_batch")
 
 
 @functools.lru_cache(maxsize=4)
