@@ -140,8 +140,12 @@ def main() -> None:
         except ValueError as e:  # e.g. cuda_graph without CUDA
             print(f"backend {b}: skipped ({e})")
             continue
-        result["backends"][res["backend"]] = res
-        print(f"[{res['backend']}] prefill {res['prefill_ms']:.1f} ms ({res['prompt_tokens']} tokens), decode "
+        key = res["backend"] if b == res["backend"] else f"{b}->{res['backend']}"  # "auto" resolves to a backend
+        if key in result["backends"]:  # e.g. "auto" on CPU is "dynamic", measured already: keep both rows
+            key = f"{b}->{res['backend']}"
+        res["requested"] = b
+        result["backends"][key] = res
+        print(f"[{key}] prefill {res['prefill_ms']:.1f} ms ({res['prompt_tokens']} tokens), decode "
               f"{res['decode_ms_per_step']:.3f} ms/step (floor {floor_ms:.3f}); K=5 seq/par {res['k5_sequential_ms']}/"
               f"{res['k5_parallel_ms']} ms, K=10 {res['k10_sequential_ms']}/{res['k10_parallel_ms']} ms; act b1/b8 "
               f"{res['act_b1_ms']}/{res['act_b8_ms']} ms; imagine b1/b16 {res['imagine_b1_frames_per_s']}/"
