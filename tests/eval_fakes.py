@@ -6,10 +6,14 @@ processes import it too.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
+import pytest
 from gymnasium import spaces
 from gymnasium.envs.registration import register, registry
 
@@ -123,6 +127,15 @@ def seed_init_frame_cache(tasks=(0,), n_init=3, resolution=32, suite="libero_obj
             path = init_frame_path(suite, task, resolution, k)
             path.parent.mkdir(parents=True, exist_ok=True)
             np.savez(path, image=img, wrist_image=img[::-1], state=np.full(8, k, np.float32))
+
+
+@contextlib.contextmanager
+def init_frame_cache(root, **kw) -> Iterator[Path]:
+    """``WVLA_GYM_CACHE`` pointed at ``root`` and seeded (:func:`seed_init_frame_cache` kwargs) while inside."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WVLA_GYM_CACHE", str(root))
+        seed_init_frame_cache(**kw)
+        yield Path(root)
 
 
 if "EvalFake-v0" not in registry:

@@ -37,10 +37,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module", autouse=True)
 def init_frame_cache(tmp_path_factory):
-    root = tmp_path_factory.mktemp("wvla_cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("WVLA_GYM_CACHE", str(root))
-        eval_fakes.seed_init_frame_cache(tasks=(0,), n_init=TRIALS, resolution=RES)
+    """Rendered-init-state cache entries (what real LIBERO would write), random frames."""
+    with eval_fakes.init_frame_cache(tmp_path_factory.mktemp("wvla_cache"), tasks=(0,), n_init=TRIALS,
+                                     resolution=RES) as root:
         yield root
 
 

@@ -72,6 +72,7 @@ from wvla_gym.evaluation.results import (
     EPISODES_FILE,
     SUMMARY_FILE,
     ResultsWriter,
+    dumps_record,
     episode_key,
     read_records,
     summarize,
@@ -152,13 +153,12 @@ def _run_dir(out: Path, policy_name: str, kind: str) -> Path:
     return out / "runs" / f"{slug}-{hashlib.sha1(policy_name.encode()).hexdigest()[:8]}" / kind
 
 
-def _drop_policy_records(out: Path, config: EvalConfig) -> None:
-    """``restart``: remove this policy's records of the configured env kinds (other policies stay)."""
+def _drop_policy_records(out: Path, config: EvalConfig, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``restart``: remove this policy's records of the configured env kinds (other policies stay); returns
+    the records kept."""
     path = out / EPISODES_FILE
     kinds = set(config.kinds())
-    keep = [r for r in read_records(path) if not (r.get("policy") == config.policy_name and r.get("env") in kinds)]
-    from wvla_gym.evaluation.results import dumps_record
-
+    keep = [r for r in records if not (r.get("policy") == config.policy_name and r.get("env") in kinds)]
     atomic_write_text(path, "".join(dumps_record(r) for r in keep))
     claims = out / "claims"
     if claims.is_dir():
@@ -169,19 +169,21 @@ def _drop_policy_records(out: Path, config: EvalConfig) -> None:
                 continue
             if held.get("policy") == config.policy_name:
                 p.unlink(missing_ok=True)
+    return keep
 
 
-def claim_identity(config: EvalConfig) -> None:
-    """Store or check the run identity of every env kind of this evaluation (see the module docstring)."""
+def claim_identity(config: EvalConfig) -> list[dict[str, Any]]:
+    """Store or check the run identity of every env kind of this evaluation (see the module docstring);
+    returns the folder's records as they stand after it (this policy's dropped on ``restart``)."""
     out = Path(config.out)
     records = read_records(out / EPISODES_FILE)
     if config.restart:
-        _drop_policy_records(out, config)
-        records = []
+        records = _drop_policy_records(out, config, records)
     for kind in config.kinds():
         mine = any(r.get("policy") == config.policy_name and r.get("env") == kind for r in records)
         claim_run(_run_dir(out, config.policy_name, kind), "eval", config.identity(kind), restart=config.restart,
                   has_results=lambda _p, mine=mine: mine)
+    return records
 
 
 def evaluate(policy_factory: PolicyFactory, config: EvalConfig) -> dict[str, Any]:
@@ -194,9 +196,9 @@ def evaluate(policy_factory: PolicyFactory, config: EvalConfig) -> dict[str, Any
     config.validate()
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    claim_identity(config)
+    records = claim_identity(config)
     episodes_path = out / EPISODES_FILE
-    jobs = pending_jobs(config, read_records(episodes_path))
+    jobs = pending_jobs(config, records)
     n_planned = len(plan_jobs(config))
     logger.info("%d of %d episodes to run (%d already finished)", len(jobs), n_planned, n_planned - len(jobs))
 
