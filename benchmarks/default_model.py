@@ -84,7 +84,8 @@ def main(args: Args) -> dict:
         episodes = [(ep.frames, ep.actions) for p in args.wm_data for ep in iter_episodes(p, size=rt.resolution)]
         result["world_model_open_loop"] = {
             "data": [str(p) for p in args.wm_data], "episodes": len(episodes),
-            "model": evaluate_open_loop(episodes, lambda f, a: rt.imagine(f, a), args.wm_horizon, 5),
+            "model": evaluate_open_loop(episodes, lambda f, a: rt.imagine(f, a), args.wm_horizon, 5,
+                                        history=rt.world_history),
             "copy_start_frame_baseline": evaluate_open_loop(episodes, lambda f, a: np.asarray(f).copy(),
                                                             args.wm_horizon, 5),
         }

@@ -338,6 +338,7 @@ def test_wm_eval_cli_with_lpips_and_fvd(lpips_files, i3d_files, tmp_path, monkey
 
     class _Runtime:  # stands in for WorldVLARuntime: no model is loaded
         resolution = 16
+        world_history = 1
 
         @classmethod
         def from_pretrained(cls, checkpoint, device="cpu"):

@@ -207,3 +207,21 @@ def test_vector_env_equals_single_envs_with_staggered_histories(runtimes):
         for i, e in enumerate(singles):
             o, *_ = e.step(acts[i])
             np.testing.assert_array_equal(obs["image"][i], o["image"])
+
+
+def test_open_loop_rollout_feeds_the_rollout_history(runtimes):
+    """wm-eval's rollout with a history world model equals the imagined env's episode on the same actions."""
+    from wvla_gym.evaluation.world_model_metrics import open_loop_rollout
+
+    h3, _ = runtimes
+    start, acts = _frames(1, seed=8)[0], _acts(5, seed=9)
+    roll = open_loop_rollout(h3.imagine, start, acts, horizon=5, history=h3.world_history)
+    env = ImaginedEnv(runtime=h3, instruction="go", max_episode_steps=50)
+    env.reset(seed=0, options={"image": start})
+    for t in range(5):
+        obs, *_ = env.step(acts[t])
+        np.testing.assert_array_equal(roll[t], obs["image"])
+    # history 1 keeps the released his=1 calls: the same model gives another rollout from step 2 on
+    one = open_loop_rollout(h3.imagine, start, acts, horizon=5, history=1)
+    np.testing.assert_array_equal(one[0], roll[0])
+    assert (one[2] != roll[2]).mean() > 0.5

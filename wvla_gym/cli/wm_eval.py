@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         args.every,
         lpips=lpips_model,
         fvd_features=fvd_features,
+        history=runtime.world_history,
     )
     report.update({"checkpoint": args.checkpoint, "data": [str(p) for p in args.data], "resolution": res,
                    "episodes": len(episodes), "every": args.every})

@@ -33,18 +33,30 @@ from wvla_gym.evaluation.image_metrics import gaussian_window, psnr, ssim  # noq
 ImagineFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
-def open_loop_rollout(imagine: ImagineFn, start_frame: np.ndarray, actions: np.ndarray, horizon: int) -> np.ndarray:
-    """Imagined frames 1..H (H = min(horizon, len(actions))) from a start frame and recorded actions."""
+def open_loop_rollout(imagine: ImagineFn, start_frame: np.ndarray, actions: np.ndarray, horizon: int,
+                      history: int = 1) -> np.ndarray:
+    """Imagined frames 1..H (H = min(horizon, len(actions))) from a start frame and recorded actions.
+
+    ``history`` (the world model's ``world_history``): each call gets the rollout's last ``history`` frames and
+    their actions, ``imagine((1, T, R, R, 3), (1, T, 7))``, as the imagined env gives them (the rollout starts
+    with no past, like an episode); with 1, ``imagine((1, R, R, 3), (1, 7))``."""
     acts = np.asarray(actions, dtype=np.float32)
     if acts.ndim != 2 or acts.shape[1] != 7:
         raise ValueError(f"actions must be (T, 7); got {acts.shape}")
     if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
         raise ValueError(f"horizon={horizon!r}; expected an int >= 1")
-    frame = np.asarray(start_frame, dtype=np.uint8)[None]
+    if isinstance(history, bool) or not isinstance(history, int) or history < 1:
+        raise ValueError(f"history={history!r}; expected an int >= 1")
+    frames = [np.asarray(start_frame, dtype=np.uint8)]
     out = []
     for t in range(min(horizon, len(acts))):
-        frame = np.asarray(imagine(frame, acts[t : t + 1]), dtype=np.uint8)
-        out.append(frame[0])
+        if history == 1:
+            nxt = imagine(frames[-1][None], acts[t : t + 1])
+        else:
+            lo = max(0, t + 1 - history)
+            nxt = imagine(np.stack(frames[lo : t + 1])[None], acts[lo : t + 1][None])
+        frames.append(np.asarray(nxt, dtype=np.uint8)[0])
+        out.append(frames[-1])
     return np.stack(out)
 
 
@@ -56,6 +68,7 @@ def evaluate_open_loop(
     *,
     lpips: LPIPS | None = None,
     fvd_features: Callable[[np.ndarray], np.ndarray] | None = None,
+    history: int = 1,
 ) -> dict[str, Any]:
     """PSNR/SSIM (+ LPIPS, FVD) per horizon over episodes of (real frames (T+1, H, W, 3), actions (T, 7)).
 
@@ -67,7 +80,7 @@ def evaluate_open_loop(
     ``fvd_features`` (e.g. :class:`I3DFeatures`), ``"fvd"`` is the FVD between the imagined clips (frames
     1..``horizon``) and the recorded clips of the same steps, over every rollout that reaches the full
     ``horizon`` (the shared start frame is not part of the clips); ``"fvd_clips"`` counts them and ``"fvd"`` is
-    None when there are fewer than 2.
+    None when there are fewer than 2. ``history``: see :func:`open_loop_rollout`.
     """
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
         raise ValueError(f"every={every!r}; expected an int >= 1")
@@ -92,7 +105,7 @@ def evaluate_open_loop(
                 f"an episode has {len(frames)} frames and {len(actions)} actions; expected T+1 frames for T actions"
             )
         for s in range(0, len(actions), every):
-            imagined = open_loop_rollout(imagine, frames[s], actions[s:], horizon)
+            imagined = open_loop_rollout(imagine, frames[s], actions[s:], horizon, history)
             real = frames[s + 1 : s + 1 + len(imagined)]
             for h, img in enumerate(imagined):
                 sums["psnr"][h] += psnr(img, real[h])

@@ -88,13 +88,16 @@ def imagined_replays(checkpoint: str, episodes: list[tuple[str, str, np.ndarray]
     for b0 in range(0, len(episodes), batch_size):
         chunk = episodes[b0 : b0 + batch_size]
         acts = [_episode_actions(p, d) for p, d, _ in chunk]
-        cur = np.stack([resize_uint8(frames[:1], r)[0] for _, _, frames in chunk])
+        start = np.stack([resize_uint8(frames[:1], r)[0] for _, _, frames in chunk])
         steps = max(len(a) for a in acts)
         frames_out = np.zeros((len(chunk), steps, r, r, 3), np.uint8)
+        a_all = np.stack([np.stack([x[t] if t < len(x) else DUMMY_ACTION for t in range(steps)]) for x in acts])
+        wh = rt.world_history  # a world model with a history sees the replay's last pairs, as in the env
         for t in tqdm(range(steps), desc=f"imagine replays {b0}-{b0 + len(chunk)}", disable=not progress):
-            a = np.stack([x[t] if t < len(x) else DUMMY_ACTION for x in acts])
-            cur = rt.imagine(cur, a)
-            frames_out[:, t] = cur
+            lo = max(0, t + 1 - wh)  # frames lo..t of [start, imagined 0, imagined 1, ...]
+            past = np.stack([start if j == 0 else frames_out[:, j - 1] for j in range(lo, t + 1)], axis=1)
+            frames_out[:, t] = (rt.imagine(past[:, 0], a_all[:, t]) if wh == 1
+                                else rt.imagine(past, a_all[:, lo : t + 1]))
         out.extend(frames_out[i, : len(acts[i])] for i in range(len(chunk)))
     return out
 
