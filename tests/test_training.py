@@ -164,6 +164,28 @@ def test_world_history_and_context_noise_train_and_reload(data_file, vq_dir, tmp
         assert msg in capsys.readouterr().err
 
 
+def test_init_from_starts_from_the_given_weights(data_file, vq_dir, tmp_path, capsys):
+    ref = tmp_path / "ref"
+    assert train_main(_model_args(data_file, vq_dir, ref, 3)) == 0
+    # lr 0: the run must end exactly where it started, i.e. at the init weights (not a random init)
+    warm = tmp_path / "warm"
+    assert train_main(_model_args(data_file, vq_dir, warm, 2, "--init-from", str(ref / "model"), "--lr", "0")) == 0
+    a, b = load_file(str(ref / "model" / "model.safetensors")), load_file(str(warm / "model" / "model.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    report = json.loads((warm / "train_report.json").read_text())
+    ref_cfg = json.loads((ref / "model" / "config.json").read_text())
+    assert report["init_from"] == str(ref / "model") and report["actions_outside_bins"] == 0.0
+    assert json.loads((warm / "model" / "config.json").read_text())["action_max"] == ref_cfg["action_max"]
+    assert "init_from_digest" in json.loads((warm / "run_identity.json").read_text())["identity"]
+    # a model of another size is refused, naming the option
+    capsys.readouterr()
+    other = _model_args(data_file, vq_dir, tmp_path / "bad", 2, "--init-from", str(ref / "model"))
+    other[other.index("--hidden-size") + 1] = "16"
+    assert train_main(other) != 0
+    assert "does not fit this model" in capsys.readouterr().err
+
+
 def test_judge_labels_and_training(data_file, tmp_path):
     idx, y = label_episode(20, True, positive_last=3, negative_gap=15)
     assert idx.tolist() == [0, 1, 2, 3, 4, 17, 18, 19] and y.tolist() == [0] * 5 + [1] * 3

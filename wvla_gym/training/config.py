@@ -76,6 +76,11 @@ class ModelTrainConfig:
     world_context_noise: float = 0.0
     """share of the world-model prompt's image codes replaced by random codes in each training batch (fresh
     per step; targets untouched), so the model learns to recover from its own imperfect frames"""
+    init_from: str | None = None
+    """start from these LM weights (a ``save_pretrained`` folder, e.g. ``<train model --out>/model`` or its
+    ``ckpt``, of the same size and VQ) instead of a random init: more steps on a new schedule, or fine-tuning
+    on new data. Its action statistics are kept (the action tokens keep their meaning); the report counts the
+    training action values outside them. Its weights' hash is part of the run identity."""
     image_loss_weight: float = 0.04
     z_loss_weight: float = 1e-5
     steps: int = 2000

@@ -63,7 +63,7 @@ from wvla_gym.model.processing_worldvla import (
     to_model_mask,
 )
 from wvla_gym.utils.images import resize_uint8
-from wvla_gym.utils.run_identity import atomic_write_text
+from wvla_gym.utils.run_identity import atomic_write_text, path_digest
 
 from .checkpoint import (
     CKPT,
@@ -117,6 +117,18 @@ def action_stats(sources: Sequence[tuple[str, str]]) -> tuple[list[float], list[
     lo[narrow] -= 1.0
     hi[narrow] += 1.0
     return [float(x) for x in lo], [float(x) for x in hi]
+
+
+def _outside_share(sources: Sequence[tuple[str, str]], amin: Sequence[float], amax: Sequence[float]) -> float:
+    """Share of the training action values outside ``[amin, amax]`` (they land in the edge bins)."""
+    from wvla_gym.data.hdf5 import LiberoFile
+
+    acts = []
+    for path, demo in sources:
+        with LiberoFile(path) as f:
+            acts.append(f.actions(demo, dtype=np.float64))
+    a = np.concatenate(acts)
+    return round(float(((a < np.asarray(amin)) | (a > np.asarray(amax))).mean()), 6)
 
 
 class _ResizingEncoder:
@@ -251,11 +263,31 @@ def _latest_checkpoint(out: Path) -> Path | None:
 def model_identity(cfg: ModelTrainConfig) -> dict[str, Any]:
     """What a ``train model`` run's result depends on: the config (minus progress / logging fields and the VQ
     path), the data files' hashes and the VQ's hashes."""
-    ident = config_identity(cfg, exclude={"vq"})
+    ident = config_identity(cfg, exclude={"vq", "init_from"})
     for k, off in (("world_history", 1), ("world_context_noise", 0.0)):  # added later: at their "off" value a run
         if ident.get(k) == off:                                           # folder made before them still resumes
             ident.pop(k)
+    if cfg.init_from is not None:  # the weights, not the path
+        ident["init_from_digest"] = path_digest(Path(cfg.init_from) / "model.safetensors")
     return {**ident, "data": data_identity(cfg.data), "vq_digest": vq_digest(cfg.vq)}
+
+
+def init_weights(model: WorldVLAForConditionalGeneration, folder: str | os.PathLike) -> None:
+    """Load the LM weights of a ``save_pretrained`` folder into ``model`` (same size; the VQ must be the same)."""
+    src = Path(folder)
+    if not (src / "model.safetensors").exists() or not (src / "config.json").exists():
+        raise FileNotFoundError(f"init_from={os.fspath(folder)!r} has no config.json + model.safetensors; expected "
+                                "a `wvla-gym train model` output folder (<out>/model or <out>/ckpt)")
+    sd = load_file(str(src / "model.safetensors"))
+    own = model.state_dict()
+    bad = sorted(k for k in own if k not in sd or sd[k].shape != own[k].shape)
+    if bad or set(sd) - set(own):
+        raise ValueError(f"init_from={os.fspath(folder)!r} does not fit this model (hidden size, layers, vocabulary "
+                         f"or VQ differ): {(bad or sorted(set(sd) - set(own)))[:4]}")
+    vq = [k for k in own if k.startswith("model.vqmodel.") and not torch.equal(sd[k].to(own[k].dtype), own[k])]
+    if vq:
+        raise ValueError(f"init_from={os.fspath(folder)!r} was trained with another VQ than --vq ({vq[0]} differs)")
+    model.load_state_dict(sd)
 
 
 def samples_key(model: WorldVLAForConditionalGeneration, sources: Sequence[tuple[str, str]], kinds: Sequence[str],
@@ -388,6 +420,9 @@ def train_model(cfg: ModelTrainConfig) -> dict[str, Any]:
         raise ValueError(f"world_history={cfg.world_history!r}; expected an int >= 1")
     if not 0.0 <= cfg.world_context_noise < 1.0:
         raise ValueError(f"world_context_noise={cfg.world_context_noise!r}; expected a share in [0, 1)")
+    if cfg.init_from is not None and not (Path(cfg.init_from) / "model.safetensors").exists():
+        raise FileNotFoundError(f"init_from={cfg.init_from!r} has no model.safetensors; expected a `wvla-gym train "
+                                "model` output folder (<out>/model or <out>/ckpt)")
     d = dist_info_from_env()
     per_rank_batch(cfg.batch_size, d.world_size)
     device = _device(cfg, d)
@@ -431,7 +466,13 @@ def _train(cfg: ModelTrainConfig, d: DistInfo, device: torch.device) -> dict[str
     torch.manual_seed(cfg.seed)
     sources = select_sources(cfg.data, cfg.split)
     amin, amax = action_stats(sources)
+    data_range = (amin, amax)
+    if cfg.init_from is not None:  # keep the start model's bins: its action tokens keep their meaning
+        init_cfg = json.loads((Path(cfg.init_from) / "config.json").read_text())
+        amin, amax = list(init_cfg["action_min"]), list(init_cfg["action_max"])
     model = build_model(cfg, cfg.vq, amin, amax)
+    if cfg.init_from is not None:
+        init_weights(model, cfg.init_from)
     kinds = ("action", "world") if cfg.world_weight > 0 else ("action",)
 
     cache = out / SAMPLES
@@ -520,6 +561,9 @@ def _train(cfg: ModelTrainConfig, d: DistInfo, device: torch.device) -> dict[str
     report = {"steps": end, "schedule_steps": cfg.steps, "resumed_from": start, "lm_parameters": n_params,
               "samples": {k: len(v) for k, v in samples.items()},
               "episodes": [[p, demo] for p, demo in sources], "action_min": amin, "action_max": amax,
+              **({"init_from": cfg.init_from,
+                  "actions_outside_bins": _outside_share(sources, amin, amax),
+                  "data_action_min": data_range[0], "data_action_max": data_range[1]} if cfg.init_from else {}),
               "world_size": d.world_size,
               "wall_s_this_run": round(time.perf_counter() - t0, 1), "config": _jsonable(cfg)}
     if lead:
