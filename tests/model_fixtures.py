@@ -109,3 +109,12 @@ def write_released_checkpoint(root: Path, seed: int = 0, n_shards: int = 2) -> t
         "vocabulary_map": {"<image>": 8711, "IMGIMGAZ": int(perm[0])}, "mask_image_logits": True,
         "z_loss_weight": 1e-5, "vq_config": {"embed_dim": 256}}))
     return ck, {"lm": sd, "vq": vq_sd, "layout": layout}
+
+
+def image_tokens(lay, h: int = 2, w: int = 2, seed: int = 0) -> list[int]:
+    """A well-formed image block of random codes in ``lay``: BOI, grid h, grid w, rows with row-ends, EOI."""
+    rng = np.random.default_rng(seed)
+    ids = [lay.boi_id, lay.grid_token(h), lay.grid_token(w)]
+    for _ in range(h):
+        ids += [int(lay.image_ids[c]) for c in rng.integers(0, lay.n_image_codes, w)] + [lay.row_end_id]
+    return ids + [lay.eoi_id]

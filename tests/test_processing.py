@@ -14,7 +14,7 @@ from wvla_gym.model.processing_worldvla import (
     to_model_mask,
 )
 
-from .model_fixtures import tiny_lm_config
+from .model_fixtures import image_tokens, tiny_lm_config
 
 
 @pytest.fixture(scope="module")
@@ -25,17 +25,9 @@ def setup():
     return cfg, lay, proc
 
 
-def _image(lay, h=2, w=2, seed=0):
-    rng = np.random.default_rng(seed)
-    ids = [lay.boi_id, lay.grid_token(h), lay.grid_token(w)]
-    for _ in range(h):
-        ids += [int(lay.image_ids[c]) for c in rng.integers(0, lay.n_image_codes, w)] + [lay.row_end_id]
-    return ids + [lay.eoi_id]
-
-
 def test_action_prompt_and_labels(setup):
     cfg, lay, proc = setup
-    img1, img2 = _image(lay, seed=1), _image(lay, seed=2)
+    img1, img2 = image_tokens(lay, seed=1), image_tokens(lay, seed=2)
     prompt = proc.action_prompt("pick up the bowl", [img1, img2])
     text = "What action should the robot take to pick up the bowl?"
     assert prompt == [lay.bos_id] + [lay.text_byte_offset + b for b in text.encode()] + img1 + img2 + [lay.end_of_turn_id]
@@ -50,19 +42,19 @@ def test_action_prompt_and_labels(setup):
 
 def test_world_prompts(setup):
     cfg, lay, proc = setup
-    img = _image(lay)
+    img = image_tokens(lay)
     p = proc.world_prompt(img, np.zeros(7))
     inf = "Generate the image based on the current image and the action."
     assert p[: 1 + len(inf)] == [lay.bos_id] + [lay.text_byte_offset + b for b in inf.encode()]
     train = WorldVLAProcessor(lay, proc.text_tokenizer, proc.action_tokenizer, world_model_prompt="train")
     assert train.world_text().startswith("Generate the next image based on the provided sequence")
-    ids, labels = proc.world_sample(img, np.zeros(7), _image(lay, seed=3))
+    ids, labels = proc.world_sample(img, np.zeros(7), image_tokens(lay, seed=3))
     assert labels.count(IGNORE_INDEX) == len(p) and ids[-1] == lay.end_of_turn_id
 
 
 def _action_sequence(lay, proc, k=3, seed=0):
     rng = np.random.default_rng(seed)
-    img = _image(lay, seed=seed)
+    img = image_tokens(lay, seed=seed)
     prompt = proc.action_prompt("go", [img])
     acts = rng.uniform(-0.5, 0.5, (k, 7))
     ids, _ = proc.action_sample("go", [img], acts)
@@ -82,7 +74,7 @@ def test_mask_hand_values(setup):
     assert m[last].all()
     assert torch.equal(m[:p, :p], torch.ones(p, p, dtype=torch.bool).tril())
     # world-model sample: the action block lies before the last image -> plain causal mask
-    w_ids, _ = proc.world_sample(_image(lay), np.zeros(7), _image(lay, seed=5))
+    w_ids, _ = proc.world_sample(image_tokens(lay), np.zeros(7), image_tokens(lay, seed=5))
     wm = build_action_attention_mask(torch.tensor([w_ids]), lay)[0]
     assert torch.equal(wm, torch.ones_like(wm).tril())
     # unterminated block runs to the end
@@ -137,7 +129,7 @@ def test_loss_weights_and_zloss(setup):
     cfg, lay, proc = setup
     torch.manual_seed(0)
     model = WorldVLAForConditionalGeneration(cfg).eval()
-    ids, labels = proc.world_sample(_image(lay), np.zeros(7), _image(lay, seed=4))
+    ids, labels = proc.world_sample(image_tokens(lay), np.zeros(7), image_tokens(lay, seed=4))
     ids, labels = torch.tensor([ids]), torch.tensor([labels])
     with torch.no_grad():
         out = model(input_ids=ids, labels=labels)

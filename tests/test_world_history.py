@@ -19,7 +19,7 @@ from wvla_gym.model.tiny import make_tiny_checkpoint
 from wvla_gym.runtime import WorldVLARuntime
 from wvla_gym.training.joint import corrupt_context, draw_batch
 
-from .model_fixtures import tiny_lm_config
+from .model_fixtures import image_tokens, tiny_lm_config
 
 RES = 32
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -32,17 +32,9 @@ def proc():
     return WorldVLAProcessor(lay, ByteTextTokenizer(lay.text_byte_offset), cfg.action_tokenizer())
 
 
-def _image(lay, seed: int, h: int = 2, w: int = 2) -> list[int]:
-    rng = np.random.default_rng(seed)
-    ids = [lay.boi_id, lay.grid_token(h), lay.grid_token(w)]
-    for _ in range(h):
-        ids += [int(lay.image_ids[c]) for c in rng.integers(0, lay.n_image_codes, w)] + [lay.row_end_id]
-    return ids + [lay.eoi_id]
-
-
 def test_history_prompt_layout_and_round_trip(proc):
     lay, at = proc.layout, proc.action_tokenizer
-    imgs = [_image(lay, s) for s in (1, 2, 3)]
+    imgs = [image_tokens(lay, seed=s) for s in (1, 2, 3)]
     acts = at.decode(at.encode(np.random.default_rng(0).uniform(-0.9, 0.9, (3, 7))))  # bin centres: exact round trip
     p = proc.world_prompt(imgs, acts)
     text = [lay.text_byte_offset + b for b in proc.world_text().encode()]
@@ -64,7 +56,7 @@ def test_history_prompt_layout_and_round_trip(proc):
 
 @pytest.mark.parametrize("action_shape", [(7,), (3, 7), (2, 6)])
 def test_history_prompt_refuses_mismatched_actions(proc, action_shape):
-    imgs = [_image(proc.layout, s) for s in (1, 2)]
+    imgs = [image_tokens(proc.layout, seed=s) for s in (1, 2)]
     with pytest.raises(ValueError, match=r"action must have shape \(2, 7\), one action per frame"):
         proc.world_prompt(imgs, np.zeros(action_shape))
 
@@ -108,7 +100,7 @@ def test_token_samples_hold_the_last_h_pairs(proc, tmp_path):
 def test_context_noise_touches_only_prompt_image_codes(proc):
     lay = proc.layout
     codes = np.asarray(lay.image_ids)
-    ids, labels = proc.world_sample([_image(lay, 1, 4, 4), _image(lay, 2, 4, 4)], np.zeros((2, 7)), _image(lay, 3, 4, 4))
+    ids, labels = proc.world_sample([image_tokens(lay, 4, 4, seed=1), image_tokens(lay, 4, 4, seed=2)], np.zeros((2, 7)), image_tokens(lay, 4, 4, seed=3))
     prompt_codes = [i for i, (t, lab) in enumerate(zip(ids, labels, strict=True)) if lab == IGNORE_INDEX and t in set(codes.tolist())]
     assert len(prompt_codes) == 32
     new, new_labels = corrupt_context(ids, labels, 1.0, codes, np.random.default_rng(0))
@@ -119,7 +111,7 @@ def test_context_noise_touches_only_prompt_image_codes(proc):
     same, _ = corrupt_context(ids, labels, 0.0, codes, np.random.default_rng(0))
     assert same == ids
     # in a batch: only world samples are corrupted, action samples and the indices drawn are unchanged
-    samples = {"action": [proc.action_sample("go", [_image(lay, 5)], np.zeros((2, 7)))], "world": [(ids, labels)]}
+    samples = {"action": [proc.action_sample("go", [image_tokens(lay, seed=5)], np.zeros((2, 7)))], "world": [(ids, labels)]}
     clean = draw_batch(samples, 8, 1.0, seed=0, step=3)
     noisy = draw_batch(samples, 8, 1.0, seed=0, step=3, context_noise=0.5, image_ids=codes)
     assert noisy == draw_batch(samples, 8, 1.0, seed=0, step=3, context_noise=0.5, image_ids=codes)  # (seed, step)
