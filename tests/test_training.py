@@ -186,6 +186,20 @@ def test_init_from_starts_from_the_given_weights(data_file, vq_dir, tmp_path, ca
     assert "does not fit this model" in capsys.readouterr().err
 
 
+def test_two_datasets_may_hold_the_same_task(data_file, tmp_path):
+    """The WorldVLA split is made per folder: expert demos and world-model rollouts of one task train together."""
+    import shutil
+
+    other = tmp_path / "wm_data"
+    other.mkdir()
+    shutil.copy(data_file, other / "pick_up_the_red_square_demo.hdf5")
+    both = joint.select_sources([data_file, str(other)], "all")
+    assert len(both) == 2 * N_DEMOS and {p for p, _ in both} == {data_file, str(other / "pick_up_the_red_square_demo.hdf5")}
+    # "train" per folder: one task of 4 demos keeps them all (val_ind starts at ceil(0.9 * 4) = 4)
+    train = joint.select_sources([data_file, str(other)], "train")
+    assert sorted(d for _, d in train) == sorted([f"demo_{i}" for i in range(N_DEMOS)] * 2)
+
+
 def test_judge_labels_and_training(data_file, tmp_path):
     idx, y = label_episode(20, True, positive_last=3, negative_gap=15)
     assert idx.tolist() == [0, 1, 2, 3, 4, 17, 18, 19] and y.tolist() == [0] * 5 + [1] * 3

@@ -94,13 +94,23 @@ def expand_files(data: Sequence[str]) -> list[str]:
 
 
 def select_sources(data: Sequence[str], split: str) -> list[tuple[str, str]]:
-    """``(file, demo)`` pairs of WorldVLA's ``train`` split, or of every demo for ``split="all"``."""
-    parts = split_files(expand_files(data))
-    if split == "all":
-        return [*parts["train"], *parts["val_ind"], *parts["val_ood"]]
-    if split not in parts:
-        raise ValueError(f"split={split!r}; expected 'all' or one of {sorted(parts)}")
-    return parts[split]
+    """``(file, demo)`` pairs of WorldVLA's ``train`` split, or of every demo for ``split="all"``.
+
+    The split is made per folder of files (a dataset: its tasks and their demos), so two datasets may each hold
+    a file of the same task (e.g. expert demos and world-model rollouts of it)."""
+    groups: dict[str, list[str]] = {}
+    for f in expand_files(data):
+        groups.setdefault(os.path.dirname(os.path.abspath(f)), []).append(f)
+    out: list[tuple[str, str]] = []
+    for files in groups.values():
+        parts = split_files(files)
+        if split == "all":
+            out += [*parts["train"], *parts["val_ind"], *parts["val_ood"]]
+        elif split in parts:
+            out += parts[split]
+        else:
+            raise ValueError(f"split={split!r}; expected 'all' or one of {sorted(parts)}")
+    return out
 
 
 def action_stats(sources: Sequence[tuple[str, str]]) -> tuple[list[float], list[float]]:
