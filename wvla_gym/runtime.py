@@ -546,9 +546,8 @@ class WorldVLARuntime:
         prompts, i = [], 0
         for seq, a in zip(frames, acts, strict=True):
             n = len(seq)
-            # one pair: the released his=1 prompt (flat frame + (7,) action)
-            prompts.append(self.processor.world_prompt(toks[i], a[0]) if n == 1
-                           else self.processor.world_prompt(toks[i : i + n], a))
+            # one pair gives the released his=1 prompt (frame + action): the processor treats both forms alike
+            prompts.append(self.processor.world_prompt(toks[i : i + n], a))
             i += n
         bsz = len(prompts)
         h, w = self.image_tokenizer.latent_shape(r, r)

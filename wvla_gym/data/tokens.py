@@ -98,10 +98,8 @@ def token_samples(
             if "world" in kinds:
                 for t in range(n - 1):
                     lo = max(0, t - world_history + 1)
-                    if world_history == 1:  # the released his=1 sample
-                        ids, labels = processor.world_sample(img[t], actions[t], img[t + 1])
-                    else:
-                        ids, labels = processor.world_sample(img[lo : t + 1], actions[lo : t + 1], img[t + 1])
+                    # world_history 1: one pair, the released his=1 sample
+                    ids, labels = processor.world_sample(img[lo : t + 1], actions[lo : t + 1], img[t + 1])
                     yield TokenSample(ids, labels, "world", path, demo, t)
     finally:
         index.close()

@@ -96,8 +96,7 @@ def imagined_replays(checkpoint: str, episodes: list[tuple[str, str, np.ndarray]
         for t in tqdm(range(steps), desc=f"imagine replays {b0}-{b0 + len(chunk)}", disable=not progress):
             lo = max(0, t + 1 - wh)  # frames lo..t of [start, imagined 0, imagined 1, ...]
             past = np.stack([start if j == 0 else frames_out[:, j - 1] for j in range(lo, t + 1)], axis=1)
-            frames_out[:, t] = (rt.imagine(past[:, 0], a_all[:, t]) if wh == 1
-                                else rt.imagine(past, a_all[:, lo : t + 1]))
+            frames_out[:, t] = rt.imagine(past, a_all[:, lo : t + 1])
         out.extend(frames_out[i, : len(acts[i])] for i in range(len(chunk)))
     return out
 
