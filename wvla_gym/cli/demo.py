@@ -34,6 +34,9 @@ class DemoArgs:
 
     checkpoint: str | None = None
     """WorldVLA checkpoint folder or Hub id; None = the embedded default if present, else the scripted expert"""
+    world_model: str | None = None
+    """world-model checkpoint (folder or Hub id) for the imagined half; None = the agent's own checkpoint. Its
+    judge/ folder, if it has one, judges the imagined episode (else the agent checkpoint's judge/)"""
     task_suite: str = "libero_object"
     task_id: int = 0
     init_state_id: int = 0
@@ -107,26 +110,42 @@ def _run_expert(args: DemoArgs) -> dict:
             "success": success, "steps": steps}
 
 
+def _judge_for(*folders: str | os.PathLike) -> object | None:
+    """The first ``judge/`` among the model folders; a model folder may ship its success judge there (the
+    embedded default does). Without one the imagined episode can never succeed."""
+    from wvla_gym.judge import ClassifierJudge
+
+    for folder in folders:
+        judge_dir = Path(folder) / "judge"
+        if (judge_dir / "judge_config.json").exists():
+            return ClassifierJudge.from_pretrained(judge_dir)
+    return None
+
+
 def _run_agent(args: DemoArgs, checkpoint: str | None) -> dict:
     import gymnasium as gym
 
     import wvla_gym  # noqa: F401
     from agents.worldvla import WorldVLAAgent
-    from wvla_gym.judge import ClassifierJudge
-    from wvla_gym.runtime import DEFAULT_ASSET_DIR
+    from wvla_gym.runtime import DEFAULT_ASSET_DIR, WorldVLARuntime
 
     # None: the checkpoint's config decides (the small embedded default forces well-formed action blocks)
     agent = WorldVLAAgent.from_pretrained(checkpoint, constrain_actions=args.constrain_actions)
-    # a model folder may ship its success judge in judge/ (the embedded default does); without one the
-    # imagined episode can never succeed
-    judge_dir = Path(checkpoint or DEFAULT_ASSET_DIR) / "judge"
-    judge = ClassifierJudge.from_pretrained(judge_dir) if (judge_dir / "judge_config.json").exists() else None
+    agent_dir = checkpoint or DEFAULT_ASSET_DIR
+    world = agent.runtime
+    if args.world_model is not None:
+        world = WorldVLARuntime.from_pretrained(args.world_model)
+        if world.resolution != agent.resolution:
+            raise SystemExit(f"--world-model {args.world_model}: its images are {world.resolution} px but the agent's "
+                             f"are {agent.resolution} px; expected a world model at the agent's resolution")
+    judge = _judge_for(*([args.world_model] if args.world_model else []), agent_dir)
     kw = {"max_episode_steps": args.max_steps} if args.max_steps else {}
     common = dict(task_suite=args.task_suite, task_id=args.task_id, resolution=agent.resolution, wrist=False)
     envs = {"real": gym.make("WorldVLA-LIBERO-v0", **common, **kw),
-            "imagined": gym.make("WorldVLA-Imagined-v0", runtime=agent.runtime, success_judge=judge, **common, **kw)}
+            "imagined": gym.make("WorldVLA-Imagined-v0", runtime=world, success_judge=judge, **common, **kw)}
     labels = {"real": "real LIBERO", "imagined": "imagined (world model)"}
-    clips, result = [], {"policy": "WorldVLA agent", "checkpoint": checkpoint or "embedded default"}
+    clips, result = [], {"policy": "WorldVLA agent", "checkpoint": checkpoint or "embedded default",
+                         "world_model": args.world_model or checkpoint or "embedded default"}
     for kind, env in envs.items():
         t0 = time.perf_counter()
         frames, success, steps, info = _episode(
@@ -150,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     t0 = time.perf_counter()
     has_default = (Path(DEFAULT_ASSET_DIR) / "config.json").exists()
+    if args.world_model is not None and not (args.checkpoint or has_default):
+        raise SystemExit("--world-model needs a WorldVLA agent: pass --checkpoint (no embedded default here)")
     if args.checkpoint or has_default:
         print(f"[demo] WorldVLA agent ({args.checkpoint or 'embedded default'}) on {args.task_suite} task "
               f"{args.task_id}, init state {args.init_state_id}: real LIBERO, then imagined; "
