@@ -217,3 +217,24 @@ def test_open_loop_rollout_feeds_the_rollout_history(runtimes):
     one = open_loop_rollout(h3.imagine, start, acts, horizon=5, history=1)
     np.testing.assert_array_equal(one[0], roll[0])
     assert (one[2] != roll[2]).mean() > 0.5
+
+
+@pytest.mark.parametrize("which", ["h3", "h1"])
+def test_lockstep_rollouts_equal_single_rollouts(runtimes, which):
+    """wm-eval batches rollouts of different lengths in lockstep: each equals its rollout alone, and the metrics
+    do not depend on the batch size."""
+    from wvla_gym.evaluation.world_model_metrics import evaluate_open_loop, open_loop_rollout, open_loop_rollouts
+
+    rt = runtimes[0] if which == "h3" else runtimes[1]
+    starts = list(_frames(3, seed=11))
+    acts = [_acts(n, seed=12 + n) for n in (5, 2, 4)]  # ragged: rows drop out at 2 and 4 steps
+    together = open_loop_rollouts(rt.imagine, starts, acts, horizon=4, history=rt.world_history)
+    assert [len(r) for r in together] == [4, 2, 4]
+    for s, a, r in zip(starts, acts, together, strict=True):
+        np.testing.assert_array_equal(r, open_loop_rollout(rt.imagine, s, a, horizon=4, history=rt.world_history))
+    frames, actions = _frames(6, seed=13), _acts(5, seed=14)
+    kw = dict(horizon=3, every=1, history=rt.world_history)
+    assert (evaluate_open_loop([(frames, actions)], rt.imagine, batch_size=1, **kw)
+            == evaluate_open_loop([(frames, actions)], rt.imagine, batch_size=4, **kw))
+    with pytest.raises(ValueError, match=r"batch_size=0; expected an int >= 1"):
+        evaluate_open_loop([(frames, actions)], rt.imagine, batch_size=0, **kw)

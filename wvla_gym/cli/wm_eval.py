@@ -20,7 +20,9 @@ LPIPS and FVD are added when local weights are given (nothing is downloaded)::
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +44,8 @@ class WmEvalArgs:
     horizon: int = 10
     every: int = 10
     """Start an open-loop rollout every N frames of each episode."""
+    batch_size: int = 32
+    """Rollouts imagined in lockstep, one batched world-model call per step (the numbers do not depend on it)."""
     max_episodes: int | None = None
     image_key: str = "agentview_rgb"
     rotate180: bool | None = None
@@ -76,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         require_feature_weights,
     )
     from wvla_gym.utils.images import resize_uint8
+    from wvla_gym.utils.libero_setup import stack_versions
 
     args = tyro.cli(WmEvalArgs, args=argv, prog="wvla-gym wm-eval")
     want_lpips = args.lpips or args.lpips_weights is not None or args.lpips_linear is not None
@@ -109,17 +114,28 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    report = evaluate_open_loop(
-        episodes,
-        lambda f, a: runtime.imagine(f, a),
-        args.horizon,
-        args.every,
-        lpips=lpips_model,
-        fvd_features=fvd_features,
-        history=runtime.world_history,
-    )
+    import torch
+
+    t0 = time.perf_counter()
+    try:
+        report = evaluate_open_loop(
+            episodes,
+            lambda f, a: runtime.imagine(f, a),
+            args.horizon,
+            args.every,
+            lpips=lpips_model,
+            fvd_features=fvd_features,
+            history=runtime.world_history,
+            batch_size=args.batch_size,
+        )
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     report.update({"checkpoint": args.checkpoint, "data": [str(p) for p in args.data], "resolution": res,
-                   "episodes": len(episodes), "every": args.every})
+                   "episodes": len(episodes), "every": args.every, "batch_size": args.batch_size,
+                   "world_history": runtime.world_history, "wall_s": round(time.perf_counter() - t0, 1),
+                   "torch_threads": torch.get_num_threads(), "load_avg_1_5_15": [round(x, 2) for x in os.getloadavg()],
+                   "versions": stack_versions()})
     if want_lpips:
         report.update({"lpips_weights": str(args.lpips_weights), "lpips_linear": str(args.lpips_linear)})
     if want_fvd:

@@ -33,6 +33,43 @@ from wvla_gym.evaluation.image_metrics import gaussian_window, psnr, ssim  # noq
 ImagineFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
+def _check_rollout_args(horizon: int, history: int) -> None:
+    if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
+        raise ValueError(f"horizon={horizon!r}; expected an int >= 1")
+    if isinstance(history, bool) or not isinstance(history, int) or history < 1:
+        raise ValueError(f"history={history!r}; expected an int >= 1")
+
+
+def open_loop_rollouts(imagine: ImagineFn, start_frames: list[np.ndarray], actions: list[np.ndarray],
+                       horizon: int, history: int = 1) -> list[np.ndarray]:
+    """:func:`open_loop_rollout` for several rollouts at once, in lockstep: one ``imagine`` call per step over
+    every rollout still running (a rollout ends after ``min(horizon, len(its actions))`` steps), so a batched
+    world model pays its per-call cost once per step instead of once per rollout. Each row sees exactly what
+    it would see alone; rows are independent as long as ``imagine`` treats batch rows independently (the
+    runtime does: the vector imagined env equals N single envs)."""
+    _check_rollout_args(horizon, history)
+    if len(start_frames) != len(actions):
+        raise ValueError(f"{len(start_frames)} start frames but {len(actions)} action sequences; expected one each")
+    acts = [np.asarray(a, dtype=np.float32) for a in actions]
+    for a in acts:
+        if a.ndim != 2 or a.shape[1] != 7:
+            raise ValueError(f"actions must be (T, 7); got {a.shape}")
+    lengths = [min(horizon, len(a)) for a in acts]
+    frames = [[np.asarray(f, dtype=np.uint8)] for f in start_frames]
+    for t in range(max(lengths, default=0)):
+        rows = [i for i, n in enumerate(lengths) if t < n]
+        if history == 1:
+            nxt = imagine(np.stack([frames[i][-1] for i in rows]), np.stack([acts[i][t] for i in rows]))
+        else:
+            lo = max(0, t + 1 - history)  # every running row is at step t: their windows have one length
+            nxt = imagine(np.stack([np.stack(frames[i][lo : t + 1]) for i in rows]),
+                          np.stack([acts[i][lo : t + 1] for i in rows]))
+        nxt = np.asarray(nxt, dtype=np.uint8)
+        for j, i in enumerate(rows):
+            frames[i].append(nxt[j])
+    return [np.stack(f[1:]) if len(f) > 1 else np.zeros((0, *f[0].shape), np.uint8) for f in frames]
+
+
 def open_loop_rollout(imagine: ImagineFn, start_frame: np.ndarray, actions: np.ndarray, horizon: int,
                       history: int = 1) -> np.ndarray:
     """Imagined frames 1..H (H = min(horizon, len(actions))) from a start frame and recorded actions.
@@ -40,24 +77,7 @@ def open_loop_rollout(imagine: ImagineFn, start_frame: np.ndarray, actions: np.n
     ``history`` (the world model's ``world_history``): each call gets the rollout's last ``history`` frames and
     their actions, ``imagine((1, T, R, R, 3), (1, T, 7))``, as the imagined env gives them (the rollout starts
     with no past, like an episode); with 1, ``imagine((1, R, R, 3), (1, 7))``."""
-    acts = np.asarray(actions, dtype=np.float32)
-    if acts.ndim != 2 or acts.shape[1] != 7:
-        raise ValueError(f"actions must be (T, 7); got {acts.shape}")
-    if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
-        raise ValueError(f"horizon={horizon!r}; expected an int >= 1")
-    if isinstance(history, bool) or not isinstance(history, int) or history < 1:
-        raise ValueError(f"history={history!r}; expected an int >= 1")
-    frames = [np.asarray(start_frame, dtype=np.uint8)]
-    out = []
-    for t in range(min(horizon, len(acts))):
-        if history == 1:
-            nxt = imagine(frames[-1][None], acts[t : t + 1])
-        else:
-            lo = max(0, t + 1 - history)
-            nxt = imagine(np.stack(frames[lo : t + 1])[None], acts[lo : t + 1][None])
-        frames.append(np.asarray(nxt, dtype=np.uint8)[0])
-        out.append(frames[-1])
-    return np.stack(out)
+    return open_loop_rollouts(imagine, [start_frame], [actions], horizon, history)[0]
 
 
 def evaluate_open_loop(
@@ -69,6 +89,7 @@ def evaluate_open_loop(
     lpips: LPIPS | None = None,
     fvd_features: Callable[[np.ndarray], np.ndarray] | None = None,
     history: int = 1,
+    batch_size: int = 32,
 ) -> dict[str, Any]:
     """PSNR/SSIM (+ LPIPS, FVD) per horizon over episodes of (real frames (T+1, H, W, 3), actions (T, 7)).
 
@@ -80,10 +101,14 @@ def evaluate_open_loop(
     ``fvd_features`` (e.g. :class:`I3DFeatures`), ``"fvd"`` is the FVD between the imagined clips (frames
     1..``horizon``) and the recorded clips of the same steps, over every rollout that reaches the full
     ``horizon`` (the shared start frame is not part of the clips); ``"fvd_clips"`` counts them and ``"fvd"`` is
-    None when there are fewer than 2. ``history``: see :func:`open_loop_rollout`.
+    None when there are fewer than 2. ``history``: see :func:`open_loop_rollout`. Up to ``batch_size``
+    rollouts run in lockstep (:func:`open_loop_rollouts`); the result does not depend on it.
     """
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
         raise ValueError(f"every={every!r}; expected an int >= 1")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r}; expected an int >= 1")
+    _check_rollout_args(horizon, history)
     sums = {"psnr": np.zeros(horizon), "ssim": np.zeros(horizon), "n": np.zeros(horizon, dtype=int)}
     if lpips is not None:
         sums["lpips"] = np.zeros(horizon)
@@ -97,16 +122,12 @@ def evaluate_open_loop(
             fake_feats.append(np.asarray(fvd_features(np.stack([p[1] for p in pending]))))
         pending.clear()
 
-    for frames, actions in episodes:
-        frames = np.asarray(frames)
-        actions = np.asarray(actions)
-        if len(frames) != len(actions) + 1:
-            raise ValueError(
-                f"an episode has {len(frames)} frames and {len(actions)} actions; expected T+1 frames for T actions"
-            )
-        for s in range(0, len(actions), every):
-            imagined = open_loop_rollout(imagine, frames[s], actions[s:], horizon, history)
-            real = frames[s + 1 : s + 1 + len(imagined)]
+    queue: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (start frame, actions from it, real frames)
+
+    def run_queue() -> None:
+        rolled = open_loop_rollouts(imagine, [q[0] for q in queue], [q[1] for q in queue], horizon, history)
+        for (_, _, real_all), imagined in zip(queue, rolled, strict=True):
+            real = real_all[: len(imagined)]
             for h, img in enumerate(imagined):
                 sums["psnr"][h] += psnr(img, real[h])
                 sums["ssim"][h] += ssim(img, real[h])
@@ -117,6 +138,21 @@ def evaluate_open_loop(
                 pending.append((real, imagined))
                 if len(pending) >= 64:
                     flush()
+        queue.clear()
+
+    for frames, actions in episodes:
+        frames = np.asarray(frames)
+        actions = np.asarray(actions)
+        if len(frames) != len(actions) + 1:
+            raise ValueError(
+                f"an episode has {len(frames)} frames and {len(actions)} actions; expected T+1 frames for T actions"
+            )
+        for s in range(0, len(actions), every):
+            queue.append((frames[s], actions[s : s + horizon], frames[s + 1 : s + 1 + horizon]))
+            if len(queue) >= batch_size:
+                run_queue()
+    if queue:
+        run_queue()
     flush()
     n = np.maximum(sums["n"], 1)
     keep = sums["n"] > 0
