@@ -5,7 +5,8 @@
 #   scripts/world_model_task0.sh STAGE [DATA_ROOT] [RUN_ROOT]      # DATA_ROOT /work/wvla-data, RUN_ROOT /work/wvla-runs
 #
 # Stages:
-#   data      real LIBERO, 64 px, no wrist, one process after the other:
+#   data      real LIBERO, 64 px, no wrist, one process after the other (as run on 2026-12-01, t0_expert was the
+#             task-0 part of `record --tasks 0-9 ... --out obj64_all`, stopped after task 0, linked as t0_expert):
 #               DATA_ROOT/t0_expert      30 expert demos on init states 20-49 (the default's training data)
 #               DATA_ROOT/t0_heldout     20 expert demos on init states 0-19 (evaluation only)
 #               DATA_ROOT/t0_wm          40 episodes from fresh, 3 cm-perturbed placements, failures kept, behaviours
@@ -17,10 +18,11 @@
 #             loss weight 1.0 (a world-model checkpoint; the policy keeps the paper's 0.04), 15 of 16 samples per
 #             batch world samples, action bins over everything the data emits (random included)  -> RUN_ROOT/wm_t0
 #   wm-his1   the ablation: the same without history and context noise (nice 19: spare cycles only)  -> RUN_ROOT/wm_t0_his1
+#   (WORKERS=2 before a wm stage trains it data-parallel over 2 CPU processes; a run resumes across worker counts)
 #   eval CKPT open loop on the held-out episodes, h = 1..100, beside the copy-the-start-frame baseline
 #
 # Measured on the shared 2-core machine (1 torch thread each, 2026-12-01): recording ~12 s per expert episode
-# and ~20 s per world-model episode; wm ~1.5 s per step.
+# and ~20 s per world-model episode; wm ~2.6 s per step with one process beside another busy one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,12 +36,16 @@ REC=(.venv/bin/wvla-gym record --suite libero_object --tasks 0 --resolution 64 -
 WMDATA=(--keep-failures --placement sampled --perturb-radius 0.03
         --behaviours expert,cut,burst,random,zero,noise --noise-levels 0.1,0.3,0.6)
 LM=(--hidden-size 256 --intermediate-size 768 --num-hidden-layers 4 --num-attention-heads 4 --batch-size 16
-    --lr 1e-3 --warmup-steps 100 --steps 3600 --checkpoint-every 100 --log-every 20 --threads 1 --no-progress
+    --lr 1e-3 --warmup-steps 100 --steps 2500 --checkpoint-every 100 --log-every 20 --threads 1 --no-progress
     --split all --world-weight 15 --image-loss-weight 1.0)
 
-train() {  # train OUT NICE ARGS...
+train() {  # train OUT NICE ARGS...   (WORKERS=2: data-parallel over 2 CPU processes with torchrun)
   local out="$1" nice="$2"; shift 2
-  nohup nice -n "$nice" .venv/bin/wvla-gym train model --data "$DATA/t0_expert/$TASK0" "$DATA/t0_wm/$TASK0" \
+  local launch=(.venv/bin/wvla-gym)
+  if [[ "${WORKERS:-1}" -gt 1 ]]; then
+    launch=(.venv/bin/torchrun --standalone --nproc_per_node "$WORKERS" .venv/bin/wvla-gym)
+  fi
+  nohup nice -n "$nice" "${launch[@]}" train model --data "$DATA/t0_expert/$TASK0" "$DATA/t0_wm/$TASK0" \
     --vq "$RUNS/vq_default_t0" "${LM[@]}" "$@" --out "$out" >>"$out.log" 2>&1 &
   echo "started pid $! -> $out (log $out.log)"
 }

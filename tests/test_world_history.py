@@ -223,7 +223,11 @@ def test_open_loop_rollout_feeds_the_rollout_history(runtimes):
 def test_lockstep_rollouts_equal_single_rollouts(runtimes, which):
     """wm-eval batches rollouts of different lengths in lockstep: each equals its rollout alone, and the metrics
     do not depend on the batch size."""
-    from wvla_gym.evaluation.world_model_metrics import evaluate_open_loop, open_loop_rollout, open_loop_rollouts
+    from wvla_gym.evaluation.world_model_metrics import (
+        evaluate_open_loop,
+        open_loop_rollout,
+        open_loop_rollouts,
+    )
 
     rt = runtimes[0] if which == "h3" else runtimes[1]
     starts = list(_frames(3, seed=11))
