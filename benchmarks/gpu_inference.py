@@ -70,14 +70,16 @@ def run_backend(rt, backend: str, args, dev) -> dict:
     out: dict = {"backend": rt.decode_backend}
     hist1 = rng.integers(0, 256, (1, 2, r, r, 3), dtype=np.uint8)
     with torch.inference_mode():
-        toks = rt._encode_frames(list(hist1[0]))
+        toks = rt.image_tokenizer.encode(hist1[0]).tolist()
         prompt = rt.processor.action_prompt("put the bowl on the plate", toks)
         out["prompt_tokens"] = len(prompt)
-        prefill = (lambda: rt._prefill([prompt])) if rt._static is None else (lambda: rt._static.prefill([prompt], 90))
-        out["prefill_ms"] = 1e3 * _timed(prefill, dev, args.repeats)
+        dec = rt.decoder  # the backend just selected; fed the prompt directly to time prefill and decode apart
+        out["prefill_ms"] = 1e3 * _timed(lambda: dec.start([prompt], 90), dev, args.repeats)
         for k in (5, 10):
-            t_seq = _timed(lambda k=k: rt._decode_sequential([prompt], k, True), dev, args.repeats)
-            t_par = _timed(lambda k=k: rt._decode_parallel([prompt], k, True), dev, args.repeats)
+            t_seq = _timed(lambda k=k: dec.decode_actions([prompt], k, constrain=True, mode="sequential"), dev,
+                           args.repeats)
+            t_par = _timed(lambda k=k: dec.decode_actions([prompt], k, constrain=True, mode="parallel"), dev,
+                           args.repeats)
             out[f"k{k}_sequential_ms"] = round(1e3 * t_seq, 2)
             out[f"k{k}_parallel_ms"] = round(1e3 * t_par, 2)
             if k == 10:  # ms per one-token step: (chunk - prefill) / (9K - 1) forwards
@@ -98,10 +100,11 @@ def run_backend(rt, backend: str, args, dev) -> dict:
 def agreement(rt, args) -> bool:
     rng = np.random.default_rng(args.seed + 1)
     hist = rng.integers(0, 256, (4, 2, rt.resolution, rt.resolution, 3), dtype=np.uint8)
-    rt.predict_action_chunk(hist, "go", decode="sequential", constrain_actions=True, n_actions=10)
-    seq = rt.last_tokens
-    rt.predict_action_chunk(hist, "go", decode="parallel", constrain_actions=True, n_actions=10)
-    return rt.last_tokens == seq
+    seq = rt.predict_action_chunk(hist, "go", decode="sequential", constrain_actions=True, n_actions=10,
+                                  return_info=True)
+    par = rt.predict_action_chunk(hist, "go", decode="parallel", constrain_actions=True, n_actions=10,
+                                  return_info=True)
+    return par.info.tokens == seq.info.tokens
 
 
 def main() -> None:

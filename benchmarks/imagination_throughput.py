@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import tyro
 
-from envs.imagined import ImaginedVectorEnv
+from envs.imagined_vector import ImaginedVectorEnv
 from wvla_gym.runtime import WorldVLARuntime
 
 
@@ -42,7 +42,7 @@ class Args:
     """torch threads (0 = all cores, capped at 8)"""
     device: str = "cpu"
     decode_backend: str = "auto"
-    """auto | dynamic | static | cuda_graph (wvla_gym.decoding)"""
+    """auto | dynamic | static | cuda_graph (wvla_gym.generation)"""
     vq_batch: bool = False
     """VQ encode/decode the batch in one call (not bit-identical to frame by frame; see AGENTS.md)"""
     seed: int = 0

@@ -1,4 +1,4 @@
-"""Action tokenizer: protocol §2 edge bins and round trips (hand-computed values)."""
+"""Action tokenizer: docs/protocol.md §2 edge bins and round trips (hand-computed values)."""
 
 import json
 

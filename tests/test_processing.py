@@ -1,4 +1,4 @@
-"""Prompts, labels and the action attention mask (protocol §3, §5)."""
+"""Prompts, labels and the action attention mask (docs/protocol.md §3, §5)."""
 
 import numpy as np
 import pytest

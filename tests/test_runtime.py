@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from wvla_gym.model.processing_worldvla import build_action_attention_mask
+from wvla_gym.model.processing_worldvla import action_mask_row, build_action_attention_mask
 from wvla_gym.model.tiny import make_tiny_checkpoint
-from wvla_gym.runtime import MalformedActionOutput, WorldVLARuntime, action_mask_row
+from wvla_gym.runtime import MalformedActionOutput, WorldVLARuntime
 
 INSTR = ["pick up the bowl", "open the drawer", "x"]
 
@@ -24,15 +24,17 @@ def _frames(b, m, seed=0):
 @pytest.mark.parametrize("k", [1, 5, 10])
 def test_parallel_equals_sequential_and_batch(rt, k):
     hist = _frames(3, 2)
-    seq = rt.predict_action_chunk(hist, INSTR, decode="sequential", constrain_actions=True, n_actions=k)
-    seq_tokens = rt.last_tokens
-    par = rt.predict_action_chunk(hist, INSTR, decode="parallel", constrain_actions=True, n_actions=k)
-    assert rt.last_tokens == seq_tokens and rt.last_decode_info["passes"] == 8
+    seq, seq_info = rt.predict_action_chunk(hist, INSTR, decode="sequential", constrain_actions=True, n_actions=k,
+                                            return_info=True)
+    seq_tokens = seq_info.tokens
+    par, info = rt.predict_action_chunk(hist, INSTR, decode="parallel", constrain_actions=True, n_actions=k,
+                                        return_info=True)
+    assert info.tokens == seq_tokens and info.passes == 8
     assert par.shape == (3, k, 7) and par.dtype == np.float32
     np.testing.assert_array_equal(par, seq)
     for b in range(3):  # B=1 gives the same tokens as row b of B=3 (left padding is exact)
-        rt.predict_action_chunk(hist[b : b + 1], INSTR[b], constrain_actions=True, n_actions=k)
-        assert rt.last_tokens[0] == seq_tokens[b]
+        one = rt.predict_action_chunk(hist[b : b + 1], INSTR[b], constrain_actions=True, n_actions=k, return_info=True)
+        assert one.info.tokens[0] == seq_tokens[b]
     lay = rt.layout
     for g in seq_tokens:
         assert g[0::9] == [lay.boa_id] * k and g[8::9] == [lay.eoa_id] * k
@@ -41,18 +43,17 @@ def test_parallel_equals_sequential_and_batch(rt, k):
 
 def test_blocks_differ_with_flat_positions(rt):
     # with correct positions the K blocks are not all identical (same positions would make them equal)
-    rt.predict_action_chunk(_frames(1, 2, seed=4), "go", constrain_actions=True, n_actions=5)
-    blocks = {tuple(rt.last_tokens[0][9 * j : 9 * j + 9]) for j in range(5)}
+    res = rt.predict_action_chunk(_frames(1, 2, seed=4), "go", constrain_actions=True, n_actions=5, return_info=True)
+    blocks = {tuple(res.info.tokens[0][9 * j : 9 * j + 9]) for j in range(5)}
     assert len(blocks) > 1
 
 
 def test_variable_history_lengths(rt):
     f = _frames(2, 2, seed=1)
     hist = [[f[0, 1]], [f[1, 0], f[1, 1]]]  # first query has one frame
-    rt.predict_action_chunk(hist, ["a", "b"], decode="sequential", constrain_actions=True)
-    s = rt.last_tokens
-    rt.predict_action_chunk(hist, ["a", "b"], decode="parallel", constrain_actions=True)
-    assert rt.last_tokens == s
+    s = rt.predict_action_chunk(hist, ["a", "b"], decode="sequential", constrain_actions=True, return_info=True).info.tokens
+    par = rt.predict_action_chunk(hist, ["a", "b"], decode="parallel", constrain_actions=True, return_info=True)
+    assert par.info.tokens == s
 
 
 def test_unconstrained_is_official_and_falls_back(rt):
@@ -62,12 +63,12 @@ def test_unconstrained_is_official_and_falls_back(rt):
     assert not getattr(rt.config, "constrain_actions", False)  # the tiny config leaves the default (None) off
     with pytest.raises(MalformedActionOutput) as seq_err:
         rt.predict_action_chunk(hist, "go", decode="sequential", n_actions=2)
-    s = list(rt.last_tokens[0])
+    s = list(seq_err.value.info.tokens[0])
     assert s
     with pytest.raises(MalformedActionOutput) as par_err:
         rt.predict_action_chunk(hist, "go", decode="parallel", n_actions=2)
-    assert rt.last_decode_info["fallback"] == [True]
-    assert rt.last_tokens[0] == s  # the fallback re-decodes exactly the official sequential tokens
+    assert par_err.value.info.fallback == [True]
+    assert par_err.value.info.tokens[0] == s  # the fallback re-decodes exactly the official sequential tokens
     assert str(par_err.value) == str(seq_err.value)
 
 

@@ -1,12 +1,13 @@
-"""Static-cache decoding (wvla_gym.decoding) gives the dynamic path's tokens; backend selection; batched VQ."""
+"""Static-cache decoding (wvla_gym.generation) gives the dynamic path's tokens; backend selection; batched VQ."""
 
 import numpy as np
 import pytest
 import torch
 
-from wvla_gym.decoding import ActionMaskState, StepRunner, resolve_backend
+from wvla_gym.generation import ActionMaskState, StaticDecoder, StepRunner, resolve_backend
+from wvla_gym.model.processing_worldvla import action_mask_row
 from wvla_gym.model.tiny import make_tiny_checkpoint
-from wvla_gym.runtime import WorldVLARuntime, action_mask_row
+from wvla_gym.runtime import WorldVLARuntime
 
 INSTR = ["pick up the bowl and put it on the plate", "open", "x y"]  # different prompt lengths: left padding
 
@@ -34,11 +35,13 @@ def _frames(b, m, seed=0):
 def test_static_action_tokens_equal_dynamic(rts, decode, k, bsz):
     dyn, sta = rts
     hist, instr = _frames(bsz, 2, seed=k), INSTR[:bsz]
-    a = dyn.predict_action_chunk(hist, instr, decode=decode, constrain_actions=True, n_actions=k)
-    b = sta.predict_action_chunk(hist, instr, decode=decode, constrain_actions=True, n_actions=k)
-    assert sta.last_tokens == dyn.last_tokens
+    a, dyn_info = dyn.predict_action_chunk(hist, instr, decode=decode, constrain_actions=True, n_actions=k,
+                                           return_info=True)
+    b, sta_info = sta.predict_action_chunk(hist, instr, decode=decode, constrain_actions=True, n_actions=k,
+                                           return_info=True)
+    assert sta_info.tokens == dyn_info.tokens
     np.testing.assert_array_equal(a, b)
-    assert sta.last_decode_info["backend"] == "static" and dyn.last_decode_info["backend"] == "dynamic"
+    assert sta_info.backend == "static" and dyn_info.backend == "dynamic"
 
 
 def test_static_unconstrained_sequential_and_fallback_equal_dynamic(rts):
@@ -49,11 +52,11 @@ def test_static_unconstrained_sequential_and_fallback_equal_dynamic(rts):
         out = []
         for rt in (dyn, sta):
             try:
-                rt.predict_action_chunk(hist, INSTR[:2], decode=decode, n_actions=2)
+                res = rt.predict_action_chunk(hist, INSTR[:2], decode=decode, n_actions=2, return_info=True)
             except Exception as e:  # noqa: BLE001 - the same error from both is the point
-                out.append((type(e), str(e), rt.last_tokens))
+                out.append((type(e), str(e), e.info.tokens))
             else:
-                out.append((None, "", rt.last_tokens))
+                out.append((None, "", res.info.tokens))
         assert out[0] == out[1]
 
 
@@ -62,9 +65,9 @@ def test_static_mixed_history_lengths(rts):
     f = _frames(2, 2, seed=1)
     hist = [[f[0, 1]], [f[1, 0], f[1, 1]]]
     for decode in ("sequential", "parallel"):
-        dyn.predict_action_chunk(hist, ["a", "bb"], decode=decode, constrain_actions=True)
-        sta.predict_action_chunk(hist, ["a", "bb"], decode=decode, constrain_actions=True)
-        assert sta.last_tokens == dyn.last_tokens
+        d = dyn.predict_action_chunk(hist, ["a", "bb"], decode=decode, constrain_actions=True, return_info=True)
+        s = sta.predict_action_chunk(hist, ["a", "bb"], decode=decode, constrain_actions=True, return_info=True)
+        assert s.info.tokens == d.info.tokens
 
 
 @pytest.mark.parametrize("bsz", [1, 3])
@@ -83,10 +86,12 @@ def test_cache_reused_across_calls_and_sizes(rts):
     dyn, sta = rts
     long_hist, short = _frames(1, 2, seed=7), _frames(1, 1, seed=8)
     for hist in (long_hist, short, long_hist):
-        dyn.predict_action_chunk(hist, "go", decode="sequential", constrain_actions=True, n_actions=3)
-        sta.predict_action_chunk(hist, "go", decode="sequential", constrain_actions=True, n_actions=3)
-        assert sta.last_tokens == dyn.last_tokens
-    assert len(sta._static._caches) <= 4
+        d = dyn.predict_action_chunk(hist, "go", decode="sequential", constrain_actions=True, n_actions=3,
+                                     return_info=True)
+        s = sta.predict_action_chunk(hist, "go", decode="sequential", constrain_actions=True, n_actions=3,
+                                     return_info=True)
+        assert s.info.tokens == d.info.tokens
+    assert len(sta.decoder._caches) <= 4
 
 
 def test_mask_state_equals_action_mask_row_on_garbage(rts):
@@ -121,7 +126,7 @@ def test_backend_selection():
 
 def test_auto_on_cpu_is_the_dynamic_path(ckpt, rts):
     rt = WorldVLARuntime.from_pretrained(ckpt)
-    assert rt.decode_backend == "dynamic" and rt._static is None
+    assert rt.decode_backend == "dynamic" and not isinstance(rt.decoder, StaticDecoder)
     hist = _frames(2, 2, seed=9)
     a = rt.predict_action_chunk(hist, INSTR[:2], constrain_actions=True)
     np.testing.assert_array_equal(a, rts[0].predict_action_chunk(hist, INSTR[:2], constrain_actions=True))
@@ -141,13 +146,13 @@ def test_graph_step_plumbing_with_a_fake_capture(ckpt, rts):
         return run
 
     rt = WorldVLARuntime.from_pretrained(ckpt, decode_backend="static")
-    rt._static.step = StepRunner(rt.model, rt.attn_implementation, rt.dtype, capture=True, capture_fn=fake_capture)
+    rt.decoder.step = StepRunner(rt.model, rt.attn_implementation, rt.dtype, capture=True, capture_fn=fake_capture)
     dyn = rts[0]
     hist = _frames(2, 2, seed=11)
     for decode in ("sequential", "parallel"):
-        dyn.predict_action_chunk(hist, INSTR[:2], decode=decode, constrain_actions=True)
-        rt.predict_action_chunk(hist, INSTR[:2], decode=decode, constrain_actions=True)
-        assert rt.last_tokens == dyn.last_tokens
+        d = dyn.predict_action_chunk(hist, INSTR[:2], decode=decode, constrain_actions=True, return_info=True)
+        r = rt.predict_action_chunk(hist, INSTR[:2], decode=decode, constrain_actions=True, return_info=True)
+        assert r.info.tokens == d.info.tokens
     n_graphs = len(captured)
     assert 0 < n_graphs <= 3  # sequential q=1, parallel q=n (no recapture per step)
     rt.predict_action_chunk(hist, INSTR[:2], decode="sequential", constrain_actions=True)

@@ -1,4 +1,4 @@
-"""Token ids and layouts against the protocol's reference values (protocol §1)."""
+"""Token ids and layouts against the protocol's reference values (docs/protocol.md §1)."""
 
 import numpy as np
 import pytest

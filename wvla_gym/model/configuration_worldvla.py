@@ -14,7 +14,7 @@ from .token_layout import TokenLayout
 ACTION_DIM = 7
 
 ACTION_PROMPT = "What action should the robot take to {instruction}?"
-# The reference trains the world model with one prompt and its inference helper uses another (protocol §3).
+# The reference trains the world model with one prompt and its inference helper uses another (docs/protocol.md §3).
 WORLD_PROMPTS = {
     "train": "Generate the next image based on the provided sequence of historical images and corresponding actions.",
     "inference": "Generate the image based on the current image and the action.",

@@ -20,6 +20,7 @@ per-head norms), and ``tokenizer.json`` when the text tokenizer is a file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -50,7 +51,8 @@ and pass the checkpoint folder (e.g. <root>/model_256/libero_spatial), or pass a
 wvla_gym.model.save_pretrained (config.json with model_type "worldvla" + model.safetensors)."""
 
 NORM_KEY = re.compile(r"model\.layers\.\d+\.self_attn\.([qk])_norm\.(weight|bias)$")
-IGNORED_LM_PREFIXES = ("model.vqmodel.", "action_head.")  # VQGAN comes from vqgan.ckpt; RynnVLA's continuous head
+VQ_PREFIX = "model.vqmodel."
+IGNORED_LM_PREFIXES = (VQ_PREFIX, "action_head.")  # VQGAN comes from vqgan.ckpt; RynnVLA's continuous head
 
 
 #: ``model_type`` values of released (Chameleon-based) checkpoints; ours is ``WorldVLAConfig.model_type``.
@@ -112,6 +114,66 @@ def check_device(device: str | torch.device) -> torch.device:
     elif dev.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device={device!r} but MPS is not available in this torch build/machine; use device='cpu'")
     return dev
+
+
+# ---- cross-checks of config, weights and VQ before anything is loaded ----------------------------------------
+#: (tensor, axis, config field) whose size the config fixes: a mismatch names the field, not 300 tensors.
+_SHAPE_PROBES: tuple[tuple[str, int, str], ...] = (
+    ("model.embed_tokens.weight", 1, "hidden_size"),
+    ("model.embed_tokens.weight", 0, "vocab_size"),
+    ("lm_head.weight", 1, "hidden_size"),
+    ("lm_head.weight", 0, "vocab_size"),
+    ("model.layers.0.mlp.gate_proj.weight", 0, "intermediate_size"),
+    ("model.layers.0.self_attn.q_norm.weight", 0, "num_attention_heads"),
+    ("model.layers.0.self_attn.k_norm.weight", 0, "num_key_value_heads"),
+    ("model.vqmodel.quantize.embedding.weight", 0, "vq_config.num_embeddings"),
+    ("model.vqmodel.quantize.embedding.weight", 1, "vq_config.embed_dim"),
+)
+
+
+def _config_value(config: WorldVLAConfig, field: str) -> Any:
+    obj: Any = config
+    for part in field.split("."):
+        obj = obj.get(part) if isinstance(obj, dict) else getattr(obj, part, None)
+    return obj
+
+
+def check_weight_shapes(
+    expected: dict[str, torch.Size], weights: dict[str, torch.Tensor], config: WorldVLAConfig, *,
+    config_file: str, weights_file: str,
+) -> None:
+    """Every tensor of ``weights`` that the model has must have the model's shape; otherwise one short
+    ``ValueError`` naming both files, the config field(s) that disagree with the weights and a few tensors
+    (instead of torch's "size mismatch" list, tens of KB for a wrong ``hidden_size``)."""
+    bad = [(k, tuple(expected[k]), tuple(v.shape)) for k, v in weights.items()
+           if k in expected and tuple(v.shape) != tuple(expected[k])]
+    if not bad:
+        return
+    fields: dict[str, str] = {}
+    for key, axis, field in _SHAPE_PROBES:
+        if key in weights and key in expected and weights[key].ndim > axis and field not in fields:
+            have, want = int(weights[key].shape[axis]), int(expected[key][axis])
+            if have != want:
+                fields[field] = f"{field}={_config_value(config, field)} but {key} has {have} (shape {tuple(weights[key].shape)})"
+    what = "; ".join(fields.values()) if fields else "the weights were saved for a different model"
+    sample = ", ".join(f"{k} {have} (expected {want})" for k, want, have in bad[:3])
+    raise ValueError(
+        f"{weights_file} does not match {config_file}: {what}. {len(bad)} tensor shape(s) differ, e.g. {sample}; "
+        "fix the config or use the weights saved with it"
+    )
+
+
+def check_resolution_matches_vq(config: WorldVLAConfig, config_file: str) -> None:
+    """This project's models (compact layout) are trained on frames at their VQGAN's resolution (the LM only
+    ever saw that code grid): a different ``resolution`` would load and imagine frames of another size."""
+    if config.token_layout.name != "compact":  # released layout: Meta's VQGAN, resolution from the folder name
+        return
+    vq_res = _config_value(config, "vq_config.resolution")
+    if vq_res is not None and int(vq_res) != int(config.resolution):
+        raise ValueError(
+            f"{config_file}: resolution={config.resolution} but vq_config.resolution={vq_res}; this checkpoint's "
+            f"model was trained on {vq_res}-px frames (its VQGAN's resolution): set resolution to {vq_res}"
+        )
 
 
 # ---- resolving paths / Hub ids -------------------------------------------------------------------------------
@@ -194,17 +256,56 @@ def save_pretrained(
     return out
 
 
+def vq_state_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the ``model.vqmodel.*`` tensors of a state dict (names, dtypes, shapes, bytes)."""
+    h = hashlib.sha256()
+    for name, t in sorted(state_dict.items()):
+        if name.startswith(VQ_PREFIX):
+            a = t.detach().cpu().contiguous()
+            h.update(f"{name}|{a.dtype}|{tuple(a.shape)}|".encode())
+            h.update(a.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _shared_vq(config: WorldVLAConfig, folder: Path) -> dict[str, torch.Tensor]:
+    """The VQ weights of a checkpoint that shares another's VQ (``config.json``: ``vq_weights``, ``vq_sha256``).
+
+    A world model packaged beside a policy with the same VQ (the embedded default's ``world_model/``) ships
+    its LM only; the digest makes sure the VQ found there is the one it was trained on."""
+    rel = getattr(config, "vq_weights", None)
+    if rel is None:
+        return {}
+    cfg_file = folder / "config.json"
+    if not isinstance(rel, str):
+        raise ValueError(f"{cfg_file}: vq_weights={rel!r}; expected a path (relative to the folder) to a safetensors file")
+    host = (folder / rel).resolve()
+    if not host.is_file():
+        raise FileNotFoundError(f"{cfg_file}: vq_weights points to {host}, which does not exist")
+    vq = {k: v for k, v in read_safetensors(host).items() if k.startswith(VQ_PREFIX)}
+    if not vq:
+        raise ValueError(f"{cfg_file}: vq_weights {host} holds no {VQ_PREFIX}* tensors")
+    want = getattr(config, "vq_sha256", None)
+    if want is not None and vq_state_digest(vq) != want:
+        raise ValueError(f"{cfg_file}: the VQ in {host} is not the one this model was trained on (vq_sha256 differs)")
+    return vq
+
+
 def _load_own(
     folder: Path, device: str | torch.device, dtype: torch.dtype | None, attn_implementation: str
 ) -> tuple[WorldVLAForConditionalGeneration, TextTokenizer]:
     config = _config_from_file(folder)
+    check_resolution_matches_vq(config, str(folder / "config.json"))
     weights = _require(folder / "model.safetensors", "model.safetensors", folder)
     model = _build_on_meta(config, attn_implementation)
     sd = read_safetensors(weights)
     check_finite_tensors(sd, weights)
-    missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
+    sd.update(_shared_vq(config, folder))
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    missing, unexpected = sorted(expected.keys() - sd.keys()), sorted(sd.keys() - expected.keys())
     if missing or unexpected:
         raise ValueError(f"{weights}: keys do not match the config; missing={missing[:8]}, unexpected={unexpected[:8]}")
+    check_weight_shapes(expected, sd, config, config_file=str(folder / "config.json"), weights_file=str(weights))
+    model.load_state_dict(sd, strict=False, assign=True)
     if dtype is None:
         _cpu_float16_to_float32(model, device, weights)
     model = _finalize(model, device, dtype)
@@ -263,7 +364,7 @@ def released_config(
     if "rope_parameters" not in raw and "rope_theta" in raw:  # transformers 4.x config
         kw["rope_parameters"] = {"rope_type": "default", "rope_theta": float(raw["rope_theta"])}
     path_s = str(folder).lower()
-    # K is not in the released config: the suites' chunk sizes are 5, except libero_10 (protocol §3)
+    # K is not in the released config: the suites' chunk sizes are 5, except libero_10 (docs/protocol.md §3)
     k = raw.get("time_horizon") or (10 if re.search(r"libero_10(\b|$|/)", path_s) else 5)
     res = 512 if "512" in folder.name or "model_512" in path_s else 256
     kw.update(
@@ -314,14 +415,20 @@ def _load_released(
         raise ValueError(f"text_tokenizer.json maps {len(layout.image_ids)} image codes, the VQGAN has {vq.config.num_embeddings}")
     model = _build_on_meta(config, attn_implementation)
     sd = released_lm_state_dict(folder, config.num_attention_heads, config.num_key_value_heads)
-    expected = {k for k in model.state_dict() if not k.startswith("model.vqmodel.")}
-    missing, unexpected = sorted(expected - sd.keys()), sorted(sd.keys() - expected)
+    shapes = {k: v.shape for k, v in model.state_dict().items() if not k.startswith("model.vqmodel.")}
+    missing, unexpected = sorted(shapes.keys() - sd.keys()), sorted(sd.keys() - shapes.keys())
     if missing or unexpected:
         raise ValueError(
             f"{folder}: checkpoint keys do not match a Chameleon LM of this config; "
             f"missing={missing[:8]} (total {len(missing)}), unexpected={unexpected[:8]} (total {len(unexpected)})"
         )
-    model.load_state_dict(sd, strict=False, assign=True)  # raises on shape mismatches
+    # vocab_size comes from text_tokenizer.json's image ids, every other size from config.json
+    check_weight_shapes(
+        shapes, sd, config,
+        config_file=f"{folder / 'config.json'} (vocab_size from {tok_dir / 'text_tokenizer.json'})",
+        weights_file=f"the safetensors shards in {folder}",
+    )
+    model.load_state_dict(sd, strict=False, assign=True)
     if dtype is None:
         _cpu_float16_to_float32(model, device, folder)
     model.model.vqmodel = vq

@@ -1,4 +1,4 @@
-"""WorldVLA backbone: transformers' ChameleonForConditionalGeneration with the WorldVLA changes (protocol §9).
+"""WorldVLA backbone: transformers' ChameleonForConditionalGeneration with the WorldVLA changes (docs/protocol.md §9).
 
 Differences from stock Chameleon, all opt-in through the config or call arguments:
 

@@ -1,4 +1,4 @@
-"""Prompts, sequence assembly, labels and the action attention mask (protocol §3, §5, §8).
+"""Prompts, sequence assembly, labels and the action attention mask (docs/protocol.md §3, §5, §8).
 
 Conversation template (no roles, no system prompt)::
 
@@ -54,7 +54,12 @@ class HFTextTokenizer:
         from tokenizers import Tokenizer
 
         self.path = os.fspath(path)
-        self._tok = Tokenizer.from_file(self.path)
+        try:
+            self._tok = Tokenizer.from_file(self.path)
+        except Exception as e:  # tokenizers' errors ("key must be a string at line 1") do not name the file
+            raise ValueError(
+                f"{self.path}: not a readable Hugging Face tokenizers JSON file ({type(e).__name__}: {e})"
+            ) from e
 
     def encode(self, text: str) -> list[int]:
         return list(self._tok.encode(text, add_special_tokens=False).ids)
@@ -174,6 +179,20 @@ def token_blocks(row: torch.Tensor, start_id: int, end_id: int) -> list[tuple[in
     return spans
 
 
+def hidden_action_spans(row: torch.Tensor, layout: TokenLayout) -> list[tuple[int, int, int, int]]:
+    """THE action attention rule, as the rectangles it removes from a causal mask.
+
+    Each ``(s, e, s0, e0)`` (inclusive) says: rows ``s..e`` (an action block starting after the end of the last
+    image block of ``row``) do not see keys ``s0..e0`` (an earlier action block). BOA..EOA inclusive; an
+    unterminated block or image runs to the last index. :func:`build_action_attention_mask` (training, prompt
+    prefill) and :func:`action_mask_row` (one KV-cached decode step) are both this rule, and the incremental
+    decoder state in :mod:`wvla_gym.generation` is tested equal to it."""
+    images = token_blocks(row, layout.boi_id, layout.eoi_id)
+    last_img_end = max((e for _, e in images), default=-1)
+    actions = token_blocks(row, layout.boa_id, layout.eoa_id)
+    return [(s, e, s0, e0) for k, (s, e) in enumerate(actions) if s > last_img_end for s0, e0 in actions[:k]]
+
+
 def build_action_attention_mask(
     input_ids: torch.Tensor, layout: TokenLayout, padding_mask: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -188,20 +207,26 @@ def build_action_attention_mask(
     b, n = input_ids.shape
     mask = torch.ones(n, n, dtype=torch.bool, device=input_ids.device).tril().expand(b, n, n).clone()
     for i in range(b):
-        row = input_ids[i]
-        images = token_blocks(row, layout.boi_id, layout.eoi_id)
-        last_img_end = max((e for _, e in images), default=-1)
-        actions = token_blocks(row, layout.boa_id, layout.eoa_id)
-        for k, (s, e) in enumerate(actions):
-            if s <= last_img_end:
-                continue
-            for s0, e0 in actions[:k]:
-                mask[i, s : e + 1, s0 : e0 + 1] = False
+        for s, e, s0, e0 in hidden_action_spans(input_ids[i], layout):
+            mask[i, s : e + 1, s0 : e0 + 1] = False
     if padding_mask is not None:
         pm = padding_mask.to(device=mask.device, dtype=torch.bool)
         mask &= pm[:, None, :]
         mask |= torch.eye(n, dtype=torch.bool, device=mask.device)[None] & ~pm[:, :, None]
     return mask
+
+
+def action_mask_row(tokens: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+    """Keep-row of the last token of ``tokens`` (1-D, real tokens only) under the action attention mask.
+
+    The last row of :func:`build_action_attention_mask` on this prefix (what the reference recomputes per
+    KV-cached step), in O(L)."""
+    n = tokens.numel()
+    keep = torch.ones(n, dtype=torch.bool)
+    for s, e, s0, e0 in hidden_action_spans(tokens, layout):
+        if s <= n - 1 <= e:
+            keep[s0 : e0 + 1] = False
+    return keep
 
 
 def to_model_mask(keep: torch.Tensor, attn_implementation: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -198,12 +198,19 @@ class TokenLayout:
 
 def read_vocab(path: str | os.PathLike) -> dict[str, int]:
     """Token-name -> id map of a HF ``tokenizers`` JSON file (``model.vocab`` plus ``added_tokens``)."""
-    with open(path, encoding="utf-8") as f:
-        data = json.load(f)
-    vocab = data.get("model", {}).get("vocab")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:  # json's message does not name the file
+        raise ValueError(f"{path}: not valid JSON ({e}); expected a tokenizers JSON with a model.vocab mapping") from e
+    model = data.get("model") if isinstance(data, dict) else None
+    vocab = model.get("vocab") if isinstance(model, dict) else None
     if not isinstance(vocab, dict):
         raise ValueError(f"{path}: expected a tokenizers JSON with a model.vocab mapping")
-    out = {str(k): int(v) for k, v in vocab.items()}
-    for tok in data.get("added_tokens", []) or []:
-        out[str(tok["content"])] = int(tok["id"])
+    try:
+        out = {str(k): int(v) for k, v in vocab.items()}
+        for tok in data.get("added_tokens", []) or []:
+            out[str(tok["content"])] = int(tok["id"])
+    except (TypeError, ValueError, KeyError) as e:
+        raise ValueError(f"{path}: model.vocab / added_tokens must map token names to int ids ({e!r})") from e
     return out
