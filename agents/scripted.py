@@ -136,8 +136,15 @@ class ScriptedLiberoExpert:
         self.phase = "idle"
 
     # ------------------------------------------------------------------ public API
-    def reset(self) -> None:
-        """Forget the current plan; the next ``act`` re-reads the scene (call after ``env.reset``)."""
+    def reset(self, *, seed: int | None = None) -> None:
+        """Forget the current plan; the next ``act`` re-reads the scene (call after ``env.reset``).
+
+        ``seed`` restarts the noise generator (as ``ScriptedLiberoExpert(..., seed=seed)`` would), so an
+        evaluation's per-episode seed makes noisy episodes reproduce under resume and parallel backends."""
+        if seed is not None:
+            if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+                raise ValueError(f"seed={seed!r}; expected None or an int")
+            self._rng = np.random.default_rng(seed)
         self._plan = None
         self.phase = "idle"
 

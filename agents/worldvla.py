@@ -5,12 +5,28 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from wvla_gym.runtime import WorldVLARuntime
+from wvla_gym.runtime_cache import load_runtime
+from wvla_gym.utils.validation import check_bool, check_choice, check_int, check_str, fail
+
+if TYPE_CHECKING:
+    from wvla_gym.runtime import WorldVLARuntime
+
+#: ``decode=`` values: WorldVLA's parallel action decoding, or token by token.
+DECODE_MODES = ("parallel", "sequential")
+
+
+@dataclass
+class _Slot:
+    """One episode's state: the last M frames and the actions left of the current chunk."""
+
+    history: deque[np.ndarray]
+    queue: deque[np.ndarray] = field(default_factory=deque)
 
 
 class WorldVLAAgent:
@@ -31,11 +47,16 @@ class WorldVLAAgent:
     The instruction comes from ``obs["instruction"]``, then ``info["task_description"]``, then the one given to
     the constructor or ``reset``; none of them -> ``ValueError``.
 
-    Vector envs: ``act_batch(obs_batch)`` keeps one history and queue per sub-env and batches the model call over
-    the sub-envs whose queues are empty. Several agents may share one runtime (weights loaded once): each agent
-    owns its histories and queues, and ``WorldVLAAgent.act_group(agents, observations)`` serves agents that
-    share a ``batch_key()`` with one model call (the evaluation backends use it for per-slot agents). SB3: ``predict(obs, state, episode_start, deterministic)`` implements
-    ``PolicyPredictor``, so ``stable_baselines3.common.evaluation.evaluate_policy(agent, vec_env)`` runs it.
+    State is kept per slot (one frame history and one chunk queue per env), and every acting entry point goes
+    through one step function (:meth:`_step`: append the frames, one model call for the slots whose queues are
+    empty, pop one action per slot):
+
+    * ``act`` / ``act_chunk``: one env (the :class:`wvla_gym.policy.Policy` protocol);
+    * ``act_batch(obs_batch)``: one slot per sub-env of a vector env;
+    * ``WorldVLAAgent.act_group(agents, observations)``: one slot per agent, for agents that share a
+      ``batch_key()`` (one runtime, weights loaded once; the evaluation backends use it for per-slot agents);
+    * ``predict(obs, state, episode_start, deterministic)``: SB3's ``PolicyPredictor``, so
+      ``stable_baselines3.common.evaluation.evaluate_policy(agent, vec_env)`` runs it.
     """
 
     def __init__(
@@ -48,27 +69,28 @@ class WorldVLAAgent:
         constrain_actions: bool | None = None,
         image_key: str = "image",
     ) -> None:
-        k = runtime.action_chunk if n_action_steps is None else n_action_steps
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"n_action_steps={n_action_steps!r}; expected None or a positive int")
-        if decode not in ("parallel", "sequential"):
-            raise ValueError(f"decode={decode!r}; expected 'parallel' or 'sequential'")
+        missing = [a for a in ("predict_action_chunk", "action_chunk", "history", "resolution") if not hasattr(runtime, a)]
+        if missing:
+            raise fail("runtime", runtime, "a loaded wvla_gym.runtime.WorldVLARuntime",
+                       f"it lacks {missing}; load one with WorldVLAAgent.from_pretrained(checkpoint)")
+        n_action_steps = check_int("n_action_steps", n_action_steps, lo=1, optional=True)
+        decode = check_choice("decode", decode, DECODE_MODES)
+        constrain_actions = check_bool("constrain_actions", constrain_actions, optional=True)
+        self.image_key = check_str("image_key", image_key, nonempty=True)
         if instruction is not None:
             _check_instruction(instruction, "instruction")
         self.runtime = runtime
         self.instruction = instruction
-        self.n_action_steps = int(k)
+        self.n_action_steps = int(runtime.action_chunk if n_action_steps is None else n_action_steps)
         self.decode = decode
         # None: the checkpoint decides (released checkpoints decode unconstrained, as the official eval does;
         # our small embedded default sets constrain_actions in its config).
         if constrain_actions is None:
             constrain_actions = bool(getattr(getattr(runtime, "config", None), "constrain_actions", False))
-        self.constrain_actions = bool(constrain_actions)
-        self.image_key = image_key
+        self.constrain_actions = constrain_actions
         self.history_len = int(runtime.history)
         self.resolution = int(runtime.resolution)
-        self._histories: list[deque[np.ndarray]] = []
-        self._queues: list[deque[np.ndarray]] = []
+        self._slots: list[_Slot] = []
         # Wall time inside act*/predict and inside model calls, for the overhead benchmark.
         self.timing = {"act_s": 0.0, "model_s": 0.0, "queries": 0, "steps": 0}
 
@@ -82,39 +104,56 @@ class WorldVLAAgent:
         dtype: Any = None,
         **kwargs: Any,
     ) -> WorldVLAAgent:
-        """Load a checkpoint (ours or a released one; ``None`` -> the embedded default) and wrap it."""
-        return cls(WorldVLARuntime.from_pretrained(path_or_hub_id, device=device, dtype=dtype), **kwargs)
+        """Load a checkpoint (ours or a released one; ``None`` -> the embedded default) and wrap it.
+
+        The runtime comes from the process's runtime cache, so an imagined env on the same checkpoint shares
+        its weights with this agent."""
+        if path_or_hub_id is not None and not isinstance(path_or_hub_id, (str, os.PathLike)):
+            raise fail("path_or_hub_id", path_or_hub_id,
+                       "None (the embedded default), a local checkpoint folder or a Hub id (str or os.PathLike)")
+        return cls(load_runtime(path_or_hub_id, device=device, dtype=dtype), **kwargs)
 
     @property
     def action_chunk(self) -> int:
         return self.n_action_steps
 
     # ------------------------------------------------------------------ episode state
-    def reset(self, instruction: str | None = None, *, num_envs: int | None = None) -> None:
-        """Start new episodes: clears frame histories and action queues (and sets the instruction if given)."""
+    def _new_slot(self) -> _Slot:
+        return _Slot(deque(maxlen=self.history_len))
+
+    def reset(self, instruction: str | None = None, *, num_envs: int | None = None, seed: int | None = None) -> None:
+        """Start new episodes: clears frame histories and action queues (and sets the instruction if given).
+
+        ``seed`` is accepted for the policy protocol and unused: decoding is greedy."""
+        num_envs = check_int("num_envs", num_envs, lo=1, optional=True)
+        check_int("seed", seed, optional=True)
         if instruction is not None:
             self.instruction = _check_instruction(instruction, "instruction")
-        n = len(self._queues) if num_envs is None else num_envs
-        self._histories = [deque(maxlen=self.history_len) for _ in range(n)]
-        self._queues = [deque() for _ in range(n)]
-
-    def _reset_env(self, i: int) -> None:
-        self._histories[i] = deque(maxlen=self.history_len)
-        self._queues[i] = deque()
+        n = len(self._slots) if num_envs is None else num_envs
+        self._slots = [self._new_slot() for _ in range(n)]
 
     def _ensure_envs(self, n: int) -> None:
-        if len(self._queues) != n:
-            if self._queues and any(self._queues) and len(self._queues) != n:
+        if len(self._slots) != n:
+            if any(s.queue for s in self._slots):
                 raise ValueError(
-                    f"got a batch of {n} observations but the agent tracks {len(self._queues)} envs; "
+                    f"got a batch of {n} observations but the agent tracks {len(self._slots)} envs; "
                     "call reset(num_envs=...) when the number of envs changes"
                 )
-            self.reset(num_envs=n)
+            self._slots = [self._new_slot() for _ in range(n)]
+
+    # Read-only views of the per-slot state (tests and benchmarks look at the queues).
+    @property
+    def _queues(self) -> list[deque[np.ndarray]]:
+        return [s.queue for s in self._slots]
+
+    @property
+    def _histories(self) -> list[deque[np.ndarray]]:
+        return [s.history for s in self._slots]
 
     # ------------------------------------------------------------------ input checks
     def _frames(self, obs: Any, batched: bool) -> np.ndarray:
         if not isinstance(obs, Mapping) or self.image_key not in obs:
-            got = sorted(obs) if isinstance(obs, Mapping) else type(obs).__name__
+            got = sorted(map(str, obs)) if isinstance(obs, Mapping) else type(obs).__name__
             raise ValueError(f"obs must be a dict with key {self.image_key!r} (uint8 HxWx3 agent view); got {got}")
         img = np.asarray(obs[self.image_key])
         r = self.resolution
@@ -124,9 +163,13 @@ class WorldVLAAgent:
                 f"obs[{self.image_key!r}] must be uint8 of shape {want} (rotated like WorldVLA-LIBERO-v0, at the "
                 f"checkpoint's resolution); got {img.dtype} {img.shape}"
             )
+        if batched and len(img) == 0:
+            raise ValueError(f"obs[{self.image_key!r}] is an empty batch {img.shape}; expected {want} with N >= 1")
         return img if batched else img[None]
 
     def _instructions(self, obs: Mapping, info: Any, n: int) -> list[str]:
+        if info is not None and not isinstance(info, Mapping):
+            raise fail("info", info, "None or the env's info dict")
         if "instruction" in obs:
             out = _instruction_list(obs["instruction"], "obs['instruction']", n)
         elif isinstance(info, Mapping) and "task_description" in info:
@@ -142,59 +185,86 @@ class WorldVLAAgent:
             raise ValueError(f"got {len(out)} instructions for {n} observations")
         return out
 
-    # ------------------------------------------------------------------ acting
-    def _step_batch(self, frames: np.ndarray, instructions: list[str]) -> np.ndarray:
+    # ------------------------------------------------------------------ THE step
+    @staticmethod
+    def _step(owners: Sequence[WorldVLAAgent], slots: Sequence[_Slot], frames: Sequence[np.ndarray],
+              instructions: Sequence[str]) -> list[np.ndarray]:
+        """One env step for every slot: append its frame, ONE model call for the slots whose queues are empty,
+        pop one action per slot. ``owners[i]`` is the agent of ``slots[i]`` (one agent for a vector env, one
+        agent per slot for :meth:`act_group`); they share a ``batch_key``, so the first one's settings decode.
+
+        If the model call fails, the frames are taken back, so every slot is as before the call."""
+        lead = owners[0]
         t0 = time.perf_counter()
-        for i, f in enumerate(frames):
-            self._histories[i].append(f)
-        need = [i for i, q in enumerate(self._queues) if not q]
+        saved = [list(s.history) for s in slots]  # a full history drops its oldest frame on append
+        for slot, f in zip(slots, frames, strict=True):
+            slot.history.append(f)
+        need = [i for i, s in enumerate(slots) if not s.queue]
+        model_s = 0.0
         if need:
             t1 = time.perf_counter()
-            chunks = self.runtime.predict_action_chunk(
-                [list(self._histories[i]) for i in need],
-                [instructions[i] for i in need],
-                decode=self.decode,
-                constrain_actions=self.constrain_actions,
-                n_actions=self.n_action_steps,
-            )
-            self.timing["model_s"] += time.perf_counter() - t1
-            self.timing["queries"] += 1
+            try:
+                chunks = lead.runtime.predict_action_chunk(
+                    [list(slots[i].history) for i in need],
+                    [instructions[i] for i in need],
+                    decode=lead.decode,
+                    constrain_actions=lead.constrain_actions,
+                    n_actions=lead.n_action_steps,
+                )
+            except BaseException:
+                for slot, frames_before in zip(slots, saved, strict=True):
+                    slot.history.clear()
+                    slot.history.extend(frames_before)
+                raise
+            model_s = time.perf_counter() - t1
             for i, chunk in zip(need, chunks, strict=True):
-                self._queues[i].extend(np.asarray(chunk, dtype=np.float32))
-        out = np.stack([q.popleft() for q in self._queues]).astype(np.float32)
-        self.timing["act_s"] += time.perf_counter() - t0
-        self.timing["steps"] += 1
+                slots[i].queue.extend(np.asarray(chunk, dtype=np.float32))
+        out = [s.queue.popleft().astype(np.float32) for s in slots]
+        act_s = time.perf_counter() - t0
+        # Each agent is charged its share of the call: one query and one step per call it took part in.
+        for agent in {id(a): a for a in owners}.values():
+            share = sum(o is agent for o in owners) / len(owners)
+            queried = sum(owners[i] is agent for i in need)
+            if queried:
+                agent.timing["model_s"] += model_s * queried / len(need)
+                agent.timing["queries"] += 1
+            agent.timing["act_s"] += act_s * share
+            agent.timing["steps"] += 1
         return out
 
+    # ------------------------------------------------------------------ acting entry points
     def act(self, obs: Mapping[str, Any], info: Mapping[str, Any] | None = None) -> np.ndarray:
         """The next action ``(7,)`` float32 for one env; queries the model only when the chunk queue is empty."""
         frames = self._frames(obs, batched=False)
+        instructions = self._instructions(obs, info, 1)
         self._ensure_envs(1)
-        return self._step_batch(frames, self._instructions(obs, info, 1))[0]
+        return self._step([self], self._slots, frames, instructions)[0]
 
     def act_chunk(self, obs: Mapping[str, Any], info: Mapping[str, Any] | None = None) -> np.ndarray:
         """A fresh chunk ``(K, 7)`` for one env (drops any queued actions; the frame joins the history)."""
         frames = self._frames(obs, batched=False)
+        instructions = self._instructions(obs, info, 1)
         self._ensure_envs(1)
-        self._queues[0].clear()
-        first = self._step_batch(frames, self._instructions(obs, info, 1))[0]
-        rest = list(self._queues[0])
-        self._queues[0].clear()
+        slot = self._slots[0]
+        slot.queue.clear()
+        first = self._step([self], [slot], frames, instructions)[0]
+        rest = list(slot.queue)
+        slot.queue.clear()
         return np.stack([first, *rest]).astype(np.float32)
 
     def act_batch(self, obs_batch: Mapping[str, Any], infos: Mapping[str, Any] | None = None) -> np.ndarray:
         """Next actions ``(N, 7)`` for N sub-envs of a vector env (one batched model call for empty queues)."""
         frames = self._frames(obs_batch, batched=True)
+        instructions = self._instructions(obs_batch, infos, len(frames))
         self._ensure_envs(len(frames))
-        return self._step_batch(frames, self._instructions(obs_batch, infos, len(frames)))
+        return np.stack(self._step([self] * len(frames), self._slots, frames, instructions))
 
-    # ------------------------------------------------------------------ per-slot agents, one model call
     def batch_key(self) -> tuple[Any, ...]:
         """Agents with equal keys can be served by one :meth:`act_group` call (same runtime and decoding)."""
         return (id(self.runtime), self.decode, self.constrain_actions, self.n_action_steps)
 
     @classmethod
-    def act_group(cls, agents: list[WorldVLAAgent], observations: list[Mapping[str, Any]]) -> list[Any]:
+    def act_group(cls, agents: Sequence[WorldVLAAgent], observations: Sequence[Mapping[str, Any]]) -> list[Any]:
         """``agent.act(obs)`` for every pair, with one batched model call for the agents whose queues are empty.
 
         Each agent keeps its own frame history and chunk queue, so the actions equal separate ``act`` calls
@@ -203,47 +273,28 @@ class WorldVLAAgent:
         """
         if len(agents) != len(observations):
             raise ValueError(f"act_group got {len(agents)} agents and {len(observations)} observations")
-        keys = {a.batch_key() for a in agents}
-        if len(keys) > 1:
+        if len({a.batch_key() for a in agents}) > 1:
             raise ValueError("act_group needs agents with one batch_key(): the same runtime and decoding settings")
         out: list[Any] = [None] * len(agents)
         ready: list[tuple[int, np.ndarray, str]] = []
         for j, (agent, obs) in enumerate(zip(agents, observations, strict=True)):
             try:
                 frame = agent._frames(obs, batched=False)[0]
+                text = agent._instructions(obs, None, 1)[0]
                 agent._ensure_envs(1)
-                ready.append((j, frame, agent._instructions(obs, None, 1)[0]))
+                ready.append((j, frame, text))
             except Exception as exc:  # this agent's input is bad: only its episode ends
                 out[j] = exc
         if not ready:
             return out
-        t0 = time.perf_counter()
-        for j, frame, _ in ready:
-            agents[j]._histories[0].append(frame)
-        need = [(j, text) for j, _, text in ready if not agents[j]._queues[0]]
-        if need:
-            lead = agents[need[0][0]]
-            t1 = time.perf_counter()
-            try:
-                chunks = lead.runtime.predict_action_chunk(
-                    [list(agents[j]._histories[0]) for j, _ in need], [text for _, text in need],
-                    decode=lead.decode, constrain_actions=lead.constrain_actions, n_actions=lead.n_action_steps,
-                )
-            except Exception as exc:  # the model call failed for the whole group: undo the history appends
-                for j, _, _ in ready:
-                    agents[j]._histories[0].pop()
-                    out[j] = exc
-                return out
-            dt = time.perf_counter() - t1
-            for (j, _), chunk in zip(need, chunks, strict=True):
-                agents[j]._queues[0].extend(np.asarray(chunk, dtype=np.float32))
-                agents[j].timing["model_s"] += dt / len(need)
-                agents[j].timing["queries"] += 1
-        dt = time.perf_counter() - t0
-        for j, _, _ in ready:
-            out[j] = agents[j]._queues[0].popleft().astype(np.float32)
-            agents[j].timing["act_s"] += dt / len(ready)
-            agents[j].timing["steps"] += 1
+        owners = [agents[j] for j, _, _ in ready]
+        try:
+            actions = cls._step(owners, [a._slots[0] for a in owners], [f for _, f, _ in ready],
+                                [t for _, _, t in ready])
+        except Exception as exc:  # the model call failed for the whole group (the slots are unchanged)
+            actions = [exc] * len(ready)
+        for (j, _, _), a in zip(ready, actions, strict=True):
+            out[j] = a
         return out
 
     def knobs(self) -> dict[str, Any]:
@@ -280,21 +331,21 @@ class WorldVLAAgent:
         if img is not None and img.ndim == 3:
             return self.act(observation), state
         frames = self._frames(observation, batched=True)
+        instructions = self._instructions(observation, None, len(frames))
         self._ensure_envs(len(frames))
         if episode_start is not None:
             starts = np.asarray(episode_start, dtype=bool).reshape(-1)
             if len(starts) != len(frames):
                 raise ValueError(f"episode_start has {len(starts)} entries for {len(frames)} observations")
             for i in np.flatnonzero(starts):
-                self._reset_env(int(i))
-        return self._step_batch(frames, self._instructions(observation, None, len(frames))), state
+                self._slots[int(i)] = self._new_slot()
+        return np.stack(self._step([self] * len(frames), self._slots, frames, instructions)), state
 
     def __repr__(self) -> str:
         return (
             f"WorldVLAAgent(K={self.n_action_steps}, M={self.history_len}, resolution={self.resolution}, "
             f"decode={self.decode!r})"
         )
-
 
 
 #: Instructions longer than this are refused before tokenisation (LIBERO's longest is under 100 characters).

@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
             args.world_model = str(Path(tempfile.mkdtemp()) / "tiny")
             make_tiny_checkpoint(args.world_model)
-    from wvla_gym.cli.policy_spec import resolve_policy
+    from agents.registry import resolve_policy
 
     common = dict(suite="libero_object", tasks=args.tasks, trials=args.trials, out=args.out, resolution=args.resolution,
                   wrist=False, max_episode_steps=args.max_episode_steps, seed=0)

@@ -48,15 +48,16 @@ class Args:
 def main(args: Args) -> dict:
     import torch
 
-    from wvla_gym.cli.policy_spec import resolve_policy
+    from agents.registry import resolve_policy
     from wvla_gym.evaluation import EvalConfig, evaluate
-    from wvla_gym.runtime import DEFAULT_ASSET_DIR, WorldVLARuntime
+    from wvla_gym.runtime import DEFAULT_ASSET_DIR
+    from wvla_gym.runtime_cache import load_runtime
 
     record = BenchRecord("default_model")
     torch.set_num_threads(args.threads)
     ckpt = Path(args.checkpoint) if args.checkpoint else DEFAULT_ASSET_DIR
     t0 = time.perf_counter()
-    rt = WorldVLARuntime.from_pretrained(args.checkpoint)
+    rt = load_runtime(args.checkpoint)  # the policy below shares this load (one runtime cache)
     load_s = time.perf_counter() - t0
     resolved = resolve_policy("worldvla", checkpoint=args.checkpoint)
     knobs = {**resolved.knobs, "checkpoint_digest": path_digest(ckpt)}

@@ -7,27 +7,26 @@ policy runs in both from the same start frame. The pieces live in one place each
 * :class:`envs.imagined_vector.ImaginedVectorEnv` (the id's ``vector_entry_point``): N episodes batched into
   one world-model call per step;
 * :mod:`envs.init_frames`: start frames (rendered LIBERO init states and their cache, datasets, HDF5 files);
-* :mod:`envs.imagined_runtime`: loading (and sharing) the world model and its judge.
+* :mod:`wvla_gym.runtime_cache`: loading (and sharing) the world model and finding its judge.
 
-The names of those modules are re-exported here, so ``from envs.imagined import ...`` keeps working.
+Each class has one import path: ``ImaginedVectorEnv`` from :mod:`envs.imagined_vector`, the start-frame helpers
+from :mod:`envs.init_frames` (this module never imports the vector env; an import-linter contract keeps it so).
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections import deque
+from collections.abc import Mapping
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.imagined_runtime import checkpoint_judge, load_runtime
 from envs.init_frames import (
     INIT_FRAME_SEED,
-    cache_dir,
-    init_frame_cache_key,
-    init_frame_path,
     libero_task_description,
     load_init_frames,
     render_init_frames,
@@ -46,57 +45,32 @@ from wvla_gym.protocol import (
     check_action,
     validate_suite_task,
 )
+from wvla_gym.runtime_cache import checkpoint_judge, load_world_model
+from wvla_gym.starts import IMAGINED_START_KEYS, LIBERO_START_KEYS, StartRequest, parse_start
+from wvla_gym.utils.validation import check_bool, check_choice, check_float, check_int, check_str, fail
 
-__all__ = [
-    "INIT_FRAME_SEED",
-    "RESET_OPTION_KEYS",
-    "UNPREDICTED_KEYS",
-    "ImaginedEnv",
-    "ImaginedVectorEnv",  # noqa: F822 - lazily re-exported by __getattr__
-    "cache_dir",
-    "checkpoint_judge",
-    "init_frame_cache_key",
-    "init_frame_path",
-    "libero_task_description",
-    "load_init_frames",
-    "load_runtime",
-    "render_init_frames",
-]
+__all__ = ["UNPREDICTED_KEYS", "ImaginedEnv", "check_model_source"]
 
+#: What the world model's prompt is built from at each imagined step (see ImaginedEnv's ``imagine_from``).
+IMAGINE_FROM = ("codes", "frames")
 #: Observation keys the world model does not predict, and how they are filled.
 UNPREDICTED_KEYS = ("wrist_image", "state")
-#: Reset option keys; at most one of the start sources ``init_state_id`` / ``image`` / ``frame_id``, the real
-#: env's start options ``placement`` / ``perturb_radius`` / ``sim_state`` rendered in LIBERO (see reset()).
-RESET_OPTION_KEYS = ("init_state_id", "image", "wrist_image", "state", "frame_id", "placement", "perturb_radius",
-                     "sim_state")
-#: The options that start from a state the real env makes (rendered once in LIBERO, then cached).
-LIBERO_START_KEYS = ("placement", "perturb_radius", "sim_state")
 
 
-def __getattr__(name: str) -> Any:
-    # ImaginedVectorEnv lives in envs.imagined_vector (which imports this module): re-exported lazily.
-    if name == "ImaginedVectorEnv":
-        from envs.imagined_vector import ImaginedVectorEnv
+def check_model_source(checkpoint: Any, runtime: Any, device: Any) -> None:
+    """The world model's source, shared by the single and the vector env: a ``checkpoint`` (path or Hub id;
+    ``None`` = the embedded default) loaded on ``device``, or an already loaded ``runtime``."""
+    if runtime is not None and checkpoint is not None:
+        raise ValueError("pass either checkpoint= or runtime=, not both")
+    if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
+        raise fail("checkpoint", checkpoint, "None, a checkpoint folder (str or path) or a Hub id")
+    if runtime is not None and not (callable(getattr(runtime, "imagine", None)) and hasattr(runtime, "resolution")):
+        raise fail("runtime", runtime, "None or a loaded WorldVLARuntime (an object with imagine() and resolution)")
+    if not isinstance(device, str):
+        import torch
 
-        return ImaginedVectorEnv
-    raise AttributeError(f"module 'envs.imagined' has no attribute {name!r}")
-
-
-def _check_frame(x: Any, name: str, resolution: int) -> np.ndarray:
-    a = np.asarray(x)
-    if a.dtype != np.uint8 or a.shape != (resolution, resolution, 3):
-        raise ValueError(
-            f"{name} must be a uint8 array of shape ({resolution}, {resolution}, 3) (HWC, rotated 180° like the real "
-            f"env's obs); got dtype {a.dtype} and shape {a.shape}"
-        )
-    return np.ascontiguousarray(a)
-
-
-def _check_state(x: Any, name: str) -> np.ndarray:
-    a = np.asarray(x, dtype=np.float32)
-    if a.shape != (STATE_DIM,) or not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} must be a finite float array of shape ({STATE_DIM},); got shape {a.shape}")
-    return a
+        if not isinstance(device, torch.device):
+            raise fail("device", device, "a torch device name such as 'cpu' or 'cuda:0' (or a torch.device)")
 
 
 class ImaginedEnv(gym.Env):
@@ -165,7 +139,10 @@ class ImaginedEnv(gym.Env):
     ``resolution`` (must equal the checkpoint's; default: the checkpoint's), ``wrist``,
     ``instruction_in_obs``, ``instruction`` (override the task's text; required without LIBERO),
     ``success_judge``, ``success_threshold`` (default: the judge's ``threshold``), ``max_episode_steps``,
-    ``init_frames`` (dataset of start frames), ``do_sample``/``temperature``, ``device``, ``render_mode``.
+    ``init_frames`` (dataset of start frames), ``do_sample``/``temperature``, ``device``, ``render_mode``,
+    ``imagine_from``: ``"codes"`` (default) keeps the VQ codes the world model generated (and the history's) and
+    feeds them back, decoding only for the observation; ``"frames"`` re-encodes every decoded frame, as a
+    policy's frames would be (README: "Imagine from codes" has the measured difference).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": CONTROL_FPS}
@@ -189,22 +166,18 @@ class ImaginedEnv(gym.Env):
         temperature: float = 1.0,
         device: str = "cpu",
         render_mode: str | None = None,
+        imagine_from: str = "frames",
     ) -> None:
-        validate_suite_task(task_suite, task_id)
-        if max_episode_steps is not None and (
-            isinstance(max_episode_steps, bool) or not isinstance(max_episode_steps, (int, np.integer)) or max_episode_steps < 1
-        ):
-            raise ValueError(f"max_episode_steps={max_episode_steps!r}; expected None or an int >= 1")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode={render_mode!r}; expected None or one of {self.metadata['render_modes']}")
-        if success_judge is not None and not callable(getattr(success_judge, "score", None)):
-            raise ValueError("success_judge must have a score(frames, instruction) -> float method (see wvla_gym.judge)")
-        if not (temperature > 0):
-            raise ValueError(f"temperature={temperature!r}; expected > 0")
-        if runtime is not None and checkpoint is not None:
-            raise ValueError("pass either checkpoint= or runtime=, not both")
+        self.check_arguments(
+            checkpoint=checkpoint, task_suite=task_suite, task_id=task_id, resolution=resolution, runtime=runtime,
+            wrist=wrist, instruction_in_obs=instruction_in_obs, instruction=instruction, success_judge=success_judge,
+            success_threshold=success_threshold, max_episode_steps=max_episode_steps, init_frames=init_frames,
+            do_sample=do_sample, temperature=temperature, device=device, render_mode=render_mode,
+            imagine_from=imagine_from,
+        )
+        self.imagine_from = imagine_from
 
-        self.runtime = runtime if runtime is not None else load_runtime(checkpoint, device)
+        self.runtime = runtime if runtime is not None else load_world_model(checkpoint, device)
         rt_res = int(self.runtime.resolution)
         if resolution is None:
             resolution = rt_res
@@ -271,48 +244,57 @@ class ImaginedEnv(gym.Env):
         self.frame_id: int | None = None
         self.start_source: str | None = None
 
-    # ------------------------------------------------------------------ Gymnasium API
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        super().reset(seed=seed)
-        options = dict(options or {})
-        unknown = set(options) - set(RESET_OPTION_KEYS)
-        if unknown:
-            raise ValueError(f"options has unknown keys {sorted(unknown)}; expected some of {list(RESET_OPTION_KEYS)}")
-        sources = [k for k in ("init_state_id", "image", "frame_id") if k in options]
-        libero_start = [k for k in LIBERO_START_KEYS if k in options]
-        if libero_start and ("image" in options or "frame_id" in options):
-            raise ValueError(f"options {libero_start} start from a real-env state; they cannot be combined with "
-                             f"{[k for k in ('image', 'frame_id') if k in options]}")
-        if len(sources) > 1:
-            raise ValueError(f"options give more than one start source {sources}; pass one of them")
-        self._placement = None
-        if ("wrist_image" in options or "state" in options) and "image" not in options:
-            raise ValueError("options 'wrist_image' / 'state' are only valid together with 'image'")
+    @classmethod
+    def check_arguments(cls, **kwargs: Any) -> None:
+        """Validate constructor arguments without building the env, before the world model loads.
 
-        if "image" in options:
-            start = {"image": _check_frame(options["image"], "options['image']", self.resolution)}
-            if "wrist_image" in options:
-                start["wrist_image"] = _check_frame(options["wrist_image"], "options['wrist_image']", self.resolution)
-            if "state" in options:
-                start["state"] = _check_state(options["state"], "options['state']")
+        The vector env calls it for its sub-envs' arguments; an unknown name raises ``TypeError`` naming it.
+        What needs the loaded world model (``resolution`` against the checkpoint's, ``init_frames``) is
+        checked in the constructor.
+        """
+        try:
+            bound = inspect.signature(cls.__init__).bind(None, **kwargs)
+        except TypeError as e:
+            raise TypeError(f"{cls.__name__}: {e}") from None
+        bound.apply_defaults()
+        a = bound.arguments
+        check_str("task_suite", a["task_suite"], hint="the name of a LIBERO suite")
+        validate_suite_task(a["task_suite"], a["task_id"])
+        check_int("resolution", a["resolution"], lo=1, optional=True, hint="the checkpoint's frame size")
+        check_int("max_episode_steps", a["max_episode_steps"], lo=1, optional=True)
+        check_choice("render_mode", a["render_mode"], cls.metadata["render_modes"], optional=True)
+        judge = a["success_judge"]
+        if judge is not None and not callable(getattr(judge, "score", None)):
+            raise fail("success_judge", judge, "None or a judge with a score(frames, instruction) -> float method "
+                       "(see wvla_gym.judge)")
+        check_float("success_threshold", a["success_threshold"], lo=0, hi=1, optional=True)
+        for name in ("wrist", "instruction_in_obs", "do_sample"):
+            check_bool(name, a[name])
+        check_str("instruction", a["instruction"], optional=True)
+        check_float("temperature", a["temperature"], gt=0)
+        check_choice("imagine_from", a["imagine_from"], IMAGINE_FROM)
+        check_model_source(a["checkpoint"], a["runtime"], a["device"])
+
+    # ------------------------------------------------------------------ Gymnasium API
+    def reset(self, *, seed: int | None = None, options: Mapping[str, Any] | None = None):
+        # Parsed before anything changes, so a bad request leaves the env (and its generator) as it was.
+        seed = check_int("seed", seed, lo=0, optional=True)
+        req = self.start_request(options)
+        super().reset(seed=seed)
+        self._placement = None
+
+        if req.source == "image":
+            start = {k: getattr(req, k) for k in ("image", "wrist_image", "state") if getattr(req, k) is not None}
             self.start_source, self.init_state_id, self.frame_id = "image", None, None
-        elif libero_start:
-            start = self._libero_start(seed, {k: options[k] for k in ("init_state_id", *LIBERO_START_KEYS) if k in options})
-        elif "frame_id" in options or ("init_state_id" not in options and self.init_frames is not None):
-            if self.init_frames is None:
-                raise ValueError("options['frame_id'] needs a dataset: construct the env with init_frames=...")
-            n = len(self.init_frames["image"])
-            i = options["frame_id"] if "frame_id" in options else int(self.np_random.integers(n))
-            if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= int(i) < n:
-                raise ValueError(f"options['frame_id']={i!r}; expected an int in [0, {n - 1}]")
-            start = {k: v[int(i)] for k, v in self.init_frames.items()}
-            self.start_source, self.init_state_id, self.frame_id = "dataset", None, int(i)
+        elif req.libero_start:
+            start = self._libero_start(seed, req)
+        elif req.source == "dataset" or (not req.given and self.init_frames is not None):
+            i = req.frame_id if req.frame_id is not None else int(self.np_random.integers(len(self.init_frames["image"])))
+            start = {k: v[i] for k, v in self.init_frames.items()}
+            self.start_source, self.init_state_id, self.frame_id = "dataset", None, i
         else:
             # Like the real env: a seeded reset restarts the init-state cycle, so reset(seed=s) is deterministic.
-            k = options.get("init_state_id", 0 if seed is not None else self._next_init_state_id)
-            if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= int(k) < NUM_INIT_STATES:
-                raise ValueError(f"options['init_state_id']={k!r}; expected an int in [0, {NUM_INIT_STATES - 1}]")
-            k = int(k)
+            k = req.init_state_id if req.init_state_id is not None else (0 if seed is not None else self._next_init_state_id)
             start = self._init_state_frame(k)
             self._next_init_state_id = (k + 1) % NUM_INIT_STATES
             self.start_source, self.init_state_id, self.frame_id = "init_state", k, None
@@ -326,6 +308,8 @@ class ImaginedEnv(gym.Env):
         self._state = start["state"].astype(np.float32) if "state" in start else np.zeros(STATE_DIM, np.float32)
         self._window.clear()
         self._window.append(self._frame)
+        # the start frame's codes, encoded once; later frames keep the codes the world model generated
+        self._codes = self.encode_frame(self._frame) if self.imagine_from == "codes" else None
         # past (frame, action) pairs for a world model with a history (world_history - 1 of them)
         self._past = deque(maxlen=max(int(getattr(self.runtime, "world_history", 1)) - 1, 0))
         self._generator = self._make_generator()
@@ -333,17 +317,29 @@ class ImaginedEnv(gym.Env):
         self._needs_reset = False
         return self._obs(), self._info(False, 0.0)
 
+    def start_request(self, options: Mapping[str, Any] | None) -> StartRequest:
+        """Validate ``reset`` options for this env (see :mod:`wvla_gym.starts`) without resetting it."""
+        return parse_start(
+            options,
+            accepted=IMAGINED_START_KEYS,
+            n_init=NUM_INIT_STATES,
+            resolution=self.resolution,
+            n_frames=None if self.init_frames is None else len(self.init_frames["image"]),
+        )
+
     def step(self, action):
         a = self.begin_step(action)
         frames, actions = self.world_inputs(a)
-        frame = self.runtime.imagine(
-            frames[None],
+        res = self.runtime.imagine(
+            None if self.imagine_from == "codes" else frames[None],
             actions[None],
+            codes=self.world_codes()[None] if self.imagine_from == "codes" else None,
             do_sample=self.do_sample,
             temperature=self.temperature,
             generator=self._generator,
-        )[0]
-        self.push_frame(frame, a)
+            return_info=True,
+        )
+        self.push_frame(res.frames[0], a, codes=res.info.codes[0])
         score = score_many(self.success_judge, [self.judge_frames()], [self.task_description])[0]
         return self.end_step(score)
 
@@ -387,19 +383,30 @@ class ImaginedEnv(gym.Env):
         """The world model's input for this step: frames ``(T, R, R, 3)`` and actions ``(T, 7)``, oldest first,
         the last pair being the current frame and ``action``; T = 1 unless the world model has a history
         (``world_history`` H: up to H - 1 past pairs of this episode come first)."""
-        frames = [f for f, _ in self._past] + [self._frame]
-        actions = [a for _, a in self._past] + [np.asarray(action, dtype=np.float32)]
+        frames = [p[0] for p in self._past] + [self._frame]
+        actions = [p[1] for p in self._past] + [np.asarray(action, dtype=np.float32)]
         return np.stack(frames), np.stack(actions)
 
-    def push_frame(self, frame: np.ndarray, action: np.ndarray | None = None) -> None:
+    def world_codes(self) -> np.ndarray:
+        """With ``imagine_from="codes"``: the VQ codes ``(T, h, w)`` of :meth:`world_inputs`' frames."""
+        return np.stack([p[2] for p in self._past] + [self._codes])
+
+    def encode_frame(self, frame: np.ndarray) -> np.ndarray:
+        """The world model's VQ codes ``(h, w)`` of one frame."""
+        return self.runtime.image_tokenizer.encode_codes(np.asarray(frame)[None]).numpy()[0]
+
+    def push_frame(self, frame: np.ndarray, action: np.ndarray | None = None, codes: Any = None) -> None:
         """Make the world model's prediction the current frame (and add it to the judge's window); ``action``
-        (the one that led to it) joins the world model's history with the frame it was taken in."""
+        (the one that led to it) joins the world model's history with the frame it was taken in. ``codes``:
+        the prediction's VQ codes (kept with ``imagine_from="codes"``; encoded from ``frame`` when not given)."""
         frame = np.asarray(frame)
         if frame.dtype != np.uint8 or frame.shape != self._frame.shape:
             raise RuntimeError(f"world model returned {frame.dtype} {frame.shape}; expected uint8 {self._frame.shape}")
         if action is not None and self._past.maxlen:
-            self._past.append((self._frame, np.asarray(action, dtype=np.float32)))
+            self._past.append((self._frame, np.asarray(action, dtype=np.float32), self._codes))
         self._frame = np.ascontiguousarray(frame)
+        if self.imagine_from == "codes":
+            self._codes = self.encode_frame(self._frame) if codes is None else np.asarray(codes, dtype=np.int64)
         self._window.append(self._frame)
 
     def judge_frames(self) -> np.ndarray:
@@ -439,21 +446,20 @@ class ImaginedEnv(gym.Env):
             "unpredicted_keys": dict(self._fill),
         }
 
-    def _libero_start(self, seed: int | None, opts: dict[str, Any]) -> dict[str, np.ndarray]:
+    def _libero_start(self, seed: int | None, req: StartRequest) -> dict[str, np.ndarray]:
         """Start from a real-env start other than a plain init state (placement, perturbation, sim_state)."""
-        from envs.placement import parse_reset_options
-
-        req = parse_reset_options(opts, NUM_INIT_STATES)
-        if req.source == "init_state" and "init_state_id" not in opts:  # cycle like the real env
-            opts["init_state_id"] = 0 if seed is not None else self._next_init_state_id
-            req.init_state_id = opts["init_state_id"]
-        if req.init_state_id is not None:
-            self._next_init_state_id = (int(req.init_state_id) + 1) % NUM_INIT_STATES
+        # The options exactly as given: they key the start-frame cache and are replayed in the real env.
+        opts = {k: req.options[k] for k in ("init_state_id", *LIBERO_START_KEYS) if k in req.options}
+        init_state_id = req.init_state_id
+        if req.source == "init_state" and init_state_id is None:  # cycle like the real env
+            init_state_id = opts["init_state_id"] = 0 if seed is not None else self._next_init_state_id
+        if init_state_id is not None:
+            self._next_init_state_id = (int(init_state_id) + 1) % NUM_INIT_STATES
         # the real env's episode seed: the reset seed, else one drawn from the env's generator
         episode_seed = int(seed) if seed is not None else int(self.np_random.integers(0, 2**31 - 1))
         start = self._render_start(opts, episode_seed)
         self.start_source = "sim_state" if req.source == "sim_state" else "placement"
-        self.init_state_id, self.frame_id = req.init_state_id, None
+        self.init_state_id, self.frame_id = init_state_id, None
         self._placement = {"mode": {"sampled": "sampled", "sim_state": "sim_state"}.get(req.source, "fixed"),
                            "seed": episode_seed, "perturb_radius": req.perturb_radius}
         return start

@@ -13,10 +13,15 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space, concatenate, create_empty_array
 
-from envs.imagined import RESET_OPTION_KEYS, ImaginedEnv
-from envs.imagined_runtime import load_runtime
+from envs.imagined import ImaginedEnv, check_model_source
 from wvla_gym.judge import score_many
 from wvla_gym.protocol import ACTION_DIM, CONTROL_FPS
+from wvla_gym.runtime_cache import load_world_model
+from wvla_gym.starts import IMAGINED_START_KEYS, check_options
+from wvla_gym.utils.validation import check_int, describe, fail
+
+#: ``reset`` options: the imagined env's, each for all sub-envs or one per sub-env, and which sub-envs reset.
+VECTOR_START_KEYS = (*IMAGINED_START_KEYS, "reset_mask")
 
 
 class ImaginedVectorEnv(VectorEnv):
@@ -58,15 +63,15 @@ class ImaginedVectorEnv(VectorEnv):
         device: str = "cpu",
         **env_kwargs: Any,
     ) -> None:
-        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
-            raise ValueError(f"num_envs={num_envs!r}; expected an int >= 1")
+        # Every argument, the sub-envs' included, is checked before the world model loads.
+        check_int("num_envs", num_envs, lo=1)
         try:
             self.autoreset_mode = AutoresetMode(autoreset_mode)
         except ValueError as e:
-            raise ValueError(f"autoreset_mode={autoreset_mode!r}; expected one of {[m.value for m in AutoresetMode]}") from e
-        if runtime is not None and checkpoint is not None:
-            raise ValueError("pass either checkpoint= or runtime=, not both")
-        self.runtime = runtime if runtime is not None else load_runtime(checkpoint, device)
+            raise fail("autoreset_mode", autoreset_mode, f"one of {[m.value for m in AutoresetMode]}") from e
+        check_model_source(checkpoint, runtime, device)
+        ImaginedEnv.check_arguments(**env_kwargs)
+        self.runtime = runtime if runtime is not None else load_world_model(checkpoint, device)
         self.num_envs = int(num_envs)
         self.envs = [ImaginedEnv(runtime=self.runtime, **env_kwargs) for _ in range(self.num_envs)]
         first = self.envs[0]
@@ -94,17 +99,9 @@ class ImaginedVectorEnv(VectorEnv):
         return self.envs[0].task_description
 
     def reset(self, *, seed: int | Sequence[int | None] | None = None, options: dict[str, Any] | None = None):
-        if seed is None:
-            seeds: list[int | None] = [None] * self.num_envs
-        elif isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
-            seeds = [int(seed) + i for i in range(self.num_envs)]
-        else:
-            seeds = [None if s is None else int(s) for s in seed]
-            if len(seeds) != self.num_envs:
-                raise ValueError(f"seed has {len(seeds)} entries; expected num_envs={self.num_envs}")
-        # the vector env's own generator (batched sampling) follows sub-env 0's seed
-        super().reset(seed=seeds[0])
-        options = dict(options or {})
+        seeds = self._split_seed(seed)
+        # Checked before anything changes; each sub-env then parses its own share (wvla_gym.starts).
+        options = check_options(options, VECTOR_START_KEYS)
         mask = options.pop("reset_mask", None)
         if mask is None:
             mask = np.ones(self.num_envs, dtype=np.bool_)
@@ -115,6 +112,10 @@ class ImaginedVectorEnv(VectorEnv):
             if self._needs_reset and not mask.all():
                 raise ValueError("the first reset must reset every sub-env (no partial reset_mask)")
         per_env = self._split_options(options)
+        for i in np.flatnonzero(mask):  # every sub-env's share is valid before any sub-env resets
+            self.envs[i].start_request(per_env[i])
+        # the vector env's own generator (batched sampling) follows sub-env 0's seed
+        super().reset(seed=seeds[0])
 
         infos: dict[str, Any] = {}
         for i in np.flatnonzero(mask):
@@ -151,15 +152,18 @@ class ImaginedVectorEnv(VectorEnv):
         self.last_batch_size = len(active)
         if active:
             inputs = [self.envs[i].world_inputs(acts[i]) for i in active]  # rows' histories may differ in length
-            frames = self.runtime.imagine(
-                [f for f, _ in inputs],
+            from_codes = self.envs[0].imagine_from == "codes"
+            res = self.runtime.imagine(
+                None if from_codes else [f for f, _ in inputs],
                 [a for _, a in inputs],
+                codes=[self.envs[i].world_codes() for i in active] if from_codes else None,
                 do_sample=self.do_sample,
                 temperature=self.temperature,
                 generator=self._generator,
+                return_info=True,
             )
             for j, i in enumerate(active):
-                self.envs[i].push_frame(frames[j], acts[i])
+                self.envs[i].push_frame(res.frames[j], acts[i], codes=res.info.codes[j])
             scores = score_many(
                 self.success_judge,
                 [self.envs[i].judge_frames() for i in active],
@@ -218,19 +222,36 @@ class ImaginedVectorEnv(VectorEnv):
         g.manual_seed(int(self.np_random.integers(0, 2**63 - 1)))
         return g
 
+    def _split_seed(self, seed: Any) -> list[int | None]:
+        """One seed per sub-env: ``s`` -> ``s + i``, or a sequence of ``num_envs`` ints / ``None``."""
+        expected = f"None, an int >= 0 or a sequence of num_envs={self.num_envs} ints >= 0 / None"
+        if seed is None:
+            return [None] * self.num_envs
+        if isinstance(seed, (int, np.integer)) and not isinstance(seed, (bool, np.bool_)):
+            return [check_int("seed", seed, lo=0) + i for i in range(self.num_envs)]
+        if not isinstance(seed, (list, tuple, np.ndarray)) or len(seed) != self.num_envs:
+            raise fail("seed", seed, expected)
+        return [check_int(f"seed[{i}]", s, lo=0, optional=True) for i, s in enumerate(seed)]
+
     def _split_options(self, options: dict[str, Any]) -> list[dict[str, Any]]:
         per_env: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
         for key, value in options.items():
-            if key not in RESET_OPTION_KEYS:
-                raise ValueError(f"options has unknown key {key!r}; expected some of {[*RESET_OPTION_KEYS, 'reset_mask']}")
-            if key in ("init_state_id", "frame_id", "perturb_radius"):
-                per = isinstance(value, (list, tuple)) or np.ndim(value) == 1
-            elif key == "placement":
-                per = isinstance(value, (list, tuple))
-            elif isinstance(value, (list, tuple)) and any(v is None for v in value):
-                per = True
-            else:  # an array with one more axis than a single frame/state is one value per sub-env
-                per = np.ndim(value) == {"image": 3, "wrist_image": 3, "state": 1, "sim_state": 1}[key] + 1
+            try:
+                if key in ("init_state_id", "frame_id", "perturb_radius"):
+                    per = isinstance(value, (list, tuple)) or np.ndim(value) == 1
+                elif key == "placement":
+                    per = isinstance(value, (list, tuple))
+                elif isinstance(value, (list, tuple)) and any(v is None for v in value):
+                    per = True
+                else:  # an array with one more axis than a single frame/state is one value per sub-env
+                    per = np.ndim(value) == {"image": 3, "wrist_image": 3, "state": 1, "sim_state": 1}[key] + 1
+            except ValueError as e:  # numpy cannot tell the shape of a ragged nested list
+                raise fail(
+                    f"options[{key!r}]",
+                    value,
+                    "one value for every sub-env or a sequence of num_envs values",
+                    message=f"options[{key!r}]={describe(value)} has no regular shape ({e})",
+                ) from e
             if per:
                 values = list(value)
                 if len(values) != self.num_envs:

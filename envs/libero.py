@@ -6,6 +6,7 @@ import contextlib
 import io
 import os
 import string
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ from wvla_gym.protocol import (
     check_action,
     validate_suite_task,
 )
+from wvla_gym.starts import REAL_START_KEYS, StartRequest, check_options
+from wvla_gym.utils.validation import check_bool, check_choice, check_int, check_str
 
 #: Charset for the optional ``instruction`` Text key (Gymnasium's default has no spaces or punctuation).
 INSTRUCTION_CHARSET = string.ascii_letters + string.digits + string.punctuation + " "
@@ -153,31 +156,20 @@ class LiberoEnv(gym.Env):
         instruction_in_obs: bool = False,
         gl_backend: str | None = None,
     ) -> None:
-        if not isinstance(task_suite, str):
-            raise TypeError(f"task_suite must be a str naming a LIBERO suite, got {type(task_suite).__name__} {task_suite!r:.60}")
+        # Every argument is checked before LIBERO is imported (errors name the argument and the expected form).
+        check_str("task_suite", task_suite, hint="the name of a LIBERO suite")
         validate_suite_task(task_suite, task_id)
-        if (
-            isinstance(resolution, bool)
-            or not isinstance(resolution, (int, np.integer))
-            or not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION
-        ):
-            raise ValueError(
-                f"resolution={resolution!r}; expected an int in [{MIN_RESOLUTION}, {MAX_RESOLUTION}] (camera height = "
-                "width in pixels; WorldVLA checkpoints use 256 or 512, and a frame costs 3*R^2 bytes and R^2 render time)"
-            )
-        for name, flag in (("wrist", wrist), ("instruction_in_obs", instruction_in_obs)):
-            if not isinstance(flag, (bool, np.bool_)):
-                raise TypeError(f"{name} must be a bool (True or False), got {type(flag).__name__} {flag!r:.40}")
-        if isinstance(num_steps_wait, bool) or not isinstance(num_steps_wait, (int, np.integer)) or num_steps_wait < 0:
-            raise ValueError(f"num_steps_wait={num_steps_wait!r}; expected an int >= 0")
-        if max_episode_steps is not None and (
-            isinstance(max_episode_steps, bool) or not isinstance(max_episode_steps, (int, np.integer)) or max_episode_steps < 1
-        ):
-            raise ValueError(f"max_episode_steps={max_episode_steps!r}; expected None or an int >= 1")
-        if gl_backend is not None and not isinstance(gl_backend, str):
-            raise TypeError(f"gl_backend must be None or a str such as 'egl' or 'osmesa', got {type(gl_backend).__name__}")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode={render_mode!r}; expected None or one of {self.metadata['render_modes']}")
+        resolution_hint = (
+            "camera height = width in pixels; WorldVLA checkpoints use 256 or 512, and a frame costs 3*R^2 bytes "
+            "and R^2 render time"
+        )
+        check_int("resolution", resolution, lo=MIN_RESOLUTION, hi=MAX_RESOLUTION, hint=resolution_hint)
+        check_bool("wrist", wrist)
+        check_bool("instruction_in_obs", instruction_in_obs)
+        check_int("num_steps_wait", num_steps_wait, lo=0)
+        check_int("max_episode_steps", max_episode_steps, lo=1, optional=True)
+        check_str("gl_backend", gl_backend, optional=True, hint="such as 'egl' or 'osmesa'")
+        check_choice("render_mode", render_mode, self.metadata["render_modes"], optional=True)
 
         self.task_suite = task_suite
         self.task_id = int(task_id)
@@ -263,12 +255,9 @@ class LiberoEnv(gym.Env):
             self._init_states = load_init_states(self._init_states_path)
         return self._init_states
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        if options is not None and not isinstance(options, dict):
-            raise TypeError(f"options must be a dict (e.g. {{'init_state_id': 3}}) or None, got {type(options).__name__} {options!r:.40}")
-        bad_keys = [k for k in (options or {}) if not isinstance(k, str)]
-        if bad_keys:  # also keeps mixed-type keys (1, 'a') away from sorting in the unknown-keys message
-            raise TypeError(f"options keys must be str option names, got {', '.join(repr(k) for k in bad_keys)}")
+    def reset(self, *, seed: int | None = None, options: Mapping[str, Any] | None = None):
+        # Refuse a malformed options value before anything else (the init states load from disk below).
+        check_options(options, REAL_START_KEYS)
         super().reset(seed=seed)
         n_init = len(self.init_states)
         req = placement.parse_reset_options(options, n_init, self.init_states.shape[1])
@@ -287,7 +276,7 @@ class LiberoEnv(gym.Env):
         with _keep_global_numpy_rng():
             return self._reset_sim(seed, req)
 
-    def _reset_sim(self, seed: int | None, req: placement.ResetRequest):
+    def _reset_sim(self, seed: int | None, req: StartRequest):
         env = self._ensure_sim()
         # LIBERO re-samples fixture poses from numpy's *global* RNG on reset: seed it every time, from the
         # episode seed when given, else from this env's own generator (reproducible under a seeded reset).

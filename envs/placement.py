@@ -1,6 +1,7 @@
 """Fresh object placements and seeded position perturbations for :class:`envs.libero.LiberoEnv` resets.
 
-``LiberoEnv.reset(options=...)`` accepts (see :func:`parse_reset_options`):
+``LiberoEnv.reset(options=...)`` accepts (parsed by :func:`parse_reset_options`, the real env's subset of
+:func:`wvla_gym.starts.parse_start`):
 
 * ``{"init_state_id": k}`` -- one of the benchmark's fixed init states (the evaluation protocol);
 * ``{"placement": "sampled"}`` -- a fresh placement drawn by LIBERO's own placement samplers (the BDDL regions
@@ -18,21 +19,20 @@
 Whatever the source, the resulting state is loaded exactly like a fixed init state and followed by the same
 settle steps; the state *before* settling is returned as ``info["sim_state"]`` and ``info["placement"]``
 describes what was done (mode, seed, per-object shift). Everything here reads the simulator through the
-LIBERO env object (``OffScreenRenderEnv``) handed in; it imports no project module but ``wvla_gym.protocol``.
+LIBERO env object (``OffScreenRenderEnv``) handed in; it imports no project module but
+``wvla_gym.starts`` and ``wvla_gym.utils``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from wvla_gym.protocol import MAX_PERTURB_RADIUS
+from wvla_gym.protocol import MAX_PERTURB_RADIUS as MAX_PERTURB_RADIUS  # the bound of ``perturb_radius``
+from wvla_gym.starts import REAL_START_KEYS, StartRequest, parse_start
 from wvla_gym.utils.mujoco_tree import body_subtree, raw_model_data
 
-PLACEMENT_MODES = ("fixed", "sampled")
-RESET_OPTION_KEYS = ("init_state_id", "placement", "perturb_radius", "sim_state")
 #: Minimum gap (metres) between a shifted object and any other body.
 CLEARANCE = 0.004
 #: Shift draws per object before it is left in place.
@@ -42,59 +42,10 @@ SUPPORT_TOLERANCE = 0.005
 _SAMPLER_TRIES = 100
 
 
-@dataclass
-class ResetRequest:
-    """A validated ``reset`` options dict."""
-
-    source: str  # "init_state" | "sampled" | "sim_state"
-    init_state_id: int | None = None
-    sim_state: np.ndarray | None = None
-    perturb_radius: float = 0.0
-
-
-def parse_reset_options(options: dict[str, Any] | None, n_init: int, state_dim: int | None = None) -> ResetRequest:
-    """Validate ``reset`` options; raises ``ValueError`` naming the option and the expected form."""
-    options = dict(options or {})
-    unknown = set(options) - set(RESET_OPTION_KEYS)
-    if unknown:
-        raise ValueError(f"options has unknown keys {sorted(map(repr, unknown))}; expected only {list(RESET_OPTION_KEYS)}")
-    placement = options.get("placement", "fixed")
-    if placement not in PLACEMENT_MODES:
-        raise ValueError(f"options['placement']={placement!r}; expected one of {list(PLACEMENT_MODES)}")
-    r = options.get("perturb_radius", 0.0)
-    if isinstance(r, bool) or not isinstance(r, (int, float, np.integer, np.floating)) or not np.isfinite(r) or not (
-        0.0 <= float(r) <= MAX_PERTURB_RADIUS
-    ):
-        raise ValueError(
-            f"options['perturb_radius']={r!r}; expected a float in [0, {MAX_PERTURB_RADIUS}] (metres in the table plane)"
-        )
-    req = ResetRequest(source="init_state", perturb_radius=float(r))
-    sources = [k for k in ("init_state_id", "sim_state") if k in options] + (["placement"] if placement == "sampled" else [])
-    if len(sources) > 1:
-        raise ValueError(
-            f"options {sources} conflict; give one start: 'init_state_id' (fixed init state), 'placement': 'sampled' "
-            "(fresh placement) or 'sim_state' (a flattened MuJoCo state)"
-        )
-    if "init_state_id" in options:
-        k = options["init_state_id"]
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= int(k) < n_init:
-            raise ValueError(f"options['init_state_id']={k!r}; expected an int in [0, {n_init - 1}]")
-        req.init_state_id = int(k)
-    elif "sim_state" in options:
-        try:
-            s = np.asarray(options["sim_state"], dtype=np.float64)
-        except (TypeError, ValueError) as e:
-            raise ValueError("options['sim_state'] must be a 1-D float array (a flattened MuJoCo state)") from e
-        if s.ndim != 1 or not np.all(np.isfinite(s)) or (state_dim is not None and len(s) != state_dim):
-            want = f"({state_dim},)" if state_dim is not None else "(n,)"
-            raise ValueError(
-                f"options['sim_state'] has shape {s.shape}; expected a finite 1-D array of shape {want} "
-                "(a flattened MuJoCo state such as info['sim_state'] or a demo's states row)"
-            )
-        req.source, req.sim_state = "sim_state", s.copy()
-    elif placement == "sampled":
-        req.source = "sampled"
-    return req
+def parse_reset_options(options: Any, n_init: int, state_dim: int | None = None) -> StartRequest:
+    """Validate ``LiberoEnv.reset`` options (the real env's subset of :mod:`wvla_gym.starts`); raises
+    ``ValueError`` (also a ``TypeError``) naming the option and the expected form."""
+    return parse_start(options, accepted=REAL_START_KEYS, n_init=n_init, state_dim=state_dim)
 
 
 # ---------------------------------------------------------------------------------------------- sampling

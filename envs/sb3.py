@@ -7,19 +7,36 @@ mode (such as :class:`envs.imagined.ImaginedVectorEnv`) as an SB3 ``VecEnv``, ke
 world-model call per step. :func:`with_task_instructions` hands each sub-env's task instruction to a
 language-conditioned policy (such as ``WorldVLAAgent``) under SB3's ``evaluate_policy``, which passes the policy
 observations only.
+
+Stable-Baselines3 is optional (``pip install 'wvla-gym[sb3]'``): it is imported when an SB3 class is first
+needed, so :class:`SB3Compat` and this module import without it.
 """
 
 from __future__ import annotations
 
+import types
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
-from stable_baselines3.common.vec_env import VecEnv
-from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
+
+if TYPE_CHECKING:
+    from stable_baselines3.common.vec_env import VecEnv
+    from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
+
+__all__ = [
+    "SB3_SPACES",
+    "SB3Compat",
+    "SB3VecEnvAdapter",  # noqa: F822 - built on first access by __getattr__ (needs stable_baselines3)
+    "TaskInstructionPredictor",
+    "make_sb3_vec_env",
+    "sb3_observation_space",
+    "vector_info_to_list",
+    "with_task_instructions",
+]
 
 #: Spaces SB3 policies can take as (Dict entries of) observations.
 SB3_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
@@ -94,7 +111,18 @@ def vector_info_to_list(info: dict[str, Any], num_envs: int) -> list[dict[str, A
     return out
 
 
-class SB3VecEnvAdapter(VecEnv):
+def _sb3_vec_env_base() -> type:
+    """SB3's ``VecEnv`` base class, or an ``ImportError`` that names the extra to install."""
+    try:
+        from stable_baselines3.common.vec_env import VecEnv
+    except ImportError as e:
+        raise ImportError(
+            "SB3VecEnvAdapter needs Stable-Baselines3, an optional dependency: pip install 'wvla-gym[sb3]'"
+        ) from e
+    return VecEnv
+
+
+class _SB3VecEnvAdapterBody:
     """An SB3 ``VecEnv`` over a Gymnasium ``VectorEnv`` in ``SAME_STEP`` autoreset mode.
 
         venv = ImaginedVectorEnv(8, autoreset_mode="SameStep", checkpoint=path)
@@ -180,14 +208,36 @@ class SB3VecEnvAdapter(VecEnv):
         return {k: [o.get(k) for o in opts] for k in keys}
 
 
+_ADAPTER_CLASS: type | None = None
+
+
+def _adapter_class() -> type:
+    """``SB3VecEnvAdapter``: the body above on SB3's ``VecEnv``, built once, when SB3 is first needed."""
+    global _ADAPTER_CLASS
+    if _ADAPTER_CLASS is None:
+
+        def body(ns: dict[str, Any]) -> None:
+            ns.update(__module__=__name__, __qualname__="SB3VecEnvAdapter", __doc__=_SB3VecEnvAdapterBody.__doc__)
+
+        _ADAPTER_CLASS = types.new_class("SB3VecEnvAdapter", (_SB3VecEnvAdapterBody, _sb3_vec_env_base()), exec_body=body)
+    return _ADAPTER_CLASS
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SB3VecEnvAdapter":
+        return _adapter_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def make_sb3_vec_env(
     num_envs: int, keys: Sequence[str] | None = None, unwrap_single: bool = True, **env_kwargs: Any
-) -> SB3VecEnvAdapter:
+) -> VecEnv:
     """A batched imagined env as an SB3 ``VecEnv`` (``env_kwargs`` go to :class:`~envs.imagined.ImaginedVectorEnv`)."""
-    from envs.imagined import ImaginedVectorEnv
+    from envs.imagined_vector import ImaginedVectorEnv
 
+    adapter = _adapter_class()  # before building the env: fail fast without SB3
     venv = ImaginedVectorEnv(num_envs, autoreset_mode=AutoresetMode.SAME_STEP, **env_kwargs)
-    return SB3VecEnvAdapter(venv, keys=keys, unwrap_single=unwrap_single)
+    return adapter(venv, keys=keys, unwrap_single=unwrap_single)
 
 
 class TaskInstructionPredictor:

@@ -3,7 +3,9 @@
 
 Tables: checkpoint loading (own format from ``make_tiny_checkpoint``, the released layout from
 ``tests/model_fixtures.py``, the judge folder), the runtime on the tiny checkpoint, the real LIBERO env (32 px,
-wrist off, one reset), and one CLI subcommand run as a subprocess.
+wrist off, one reset), one CLI subcommand run as a subprocess, the shared argument validator and start parser,
+the imagined env and its vector env (constructor arguments and reset options), and a hypothesis-generated
+sweep over those env entry points.
 """
 
 from __future__ import annotations
@@ -17,19 +19,35 @@ import sys
 import time
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
+import wvla_gym  # noqa: F401  (registers the env ids)
+from envs.imagined import ImaginedEnv
+from envs.imagined_vector import ImaginedVectorEnv
 from envs.libero import LiberoEnv
 from tests.model_fixtures import write_released_checkpoint
 from wvla_gym.judge import ClassifierJudge
 from wvla_gym.model.image_tokenizer import load_meta_vqgan
 from wvla_gym.model.loading import load_checkpoint
 from wvla_gym.model.tiny import make_tiny_checkpoint
-from wvla_gym.protocol import check_action
+from wvla_gym.protocol import SUITE_NUM_TASKS, check_action
 from wvla_gym.runtime import WorldVLARuntime
+from wvla_gym.starts import IMAGINED_START_KEYS, REAL_START_KEYS, parse_start
+from wvla_gym.utils.validation import (
+    ArgumentError,
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+    check_mapping,
+    check_str,
+)
 
 RES = 32
 
@@ -431,3 +449,274 @@ def test_cli_errors_go_to_stderr_with_a_nonzero_exit(tmp_path):
     assert p.returncode == 2
     assert p.stdout == ""
     assert "error:" in p.stderr and str(missing) in p.stderr
+
+
+# ---------------------------------------------------------------------------------------------- shared validator
+def test_argument_error_is_both_type_and_value_error_and_names_the_form():
+    with pytest.raises(TypeError) as t_err:
+        check_bool("wrist", "no")
+    with pytest.raises(ValueError) as v_err:
+        check_int("num_envs", 1.5, lo=1)
+    assert isinstance(t_err.value, ArgumentError) and isinstance(v_err.value, ArgumentError)
+    assert str(t_err.value) == "wrist='no'; expected a bool (True or False)"
+    assert str(v_err.value) == "num_envs=1.5; expected an int >= 1"
+    with pytest.raises(ValueError, match=r"temperature='1'; expected a finite float > 0"):
+        check_float("temperature", "1", gt=0)
+    with pytest.raises(ValueError, match=r"render_mode=1; expected None or one of 'rgb_array'"):
+        check_choice("render_mode", 1, ["rgb_array"], optional=True)
+    with pytest.raises(ValueError, match=r"options must be None or a dict .* got int 5"):
+        check_mapping("options", 5, optional=True)
+    with pytest.raises(ValueError, match=r"options keys must be str option names, got 1"):
+        check_mapping("options", {1: 0, "a": 1})  # mixed-type keys are never sorted
+
+
+def test_validator_normalises_valid_values():
+    assert check_bool("b", np.bool_(True)) is True
+    assert type(check_int("n", np.int64(3), lo=0)) is int
+    assert check_float("x", np.float32(0.5), lo=0, hi=1) == 0.5
+    assert check_float("x", 1, gt=0) == 1.0 and check_int("n", None, optional=True) is None
+    assert check_choice("c", "a", ("a", "b")) == "a" and check_str("s", "x", nonempty=True) == "x"
+    assert check_mapping("options", None, optional=True) == {}
+    for bad in (True, 1.0, "1", None, [1]):
+        with pytest.raises(ValueError, match="n="):
+            check_int("n", bad)
+
+
+# ---------------------------------------------------------------------------------------------- start parser
+def test_the_real_env_refuses_the_imagined_env_only_options():
+    for key in ("image", "wrist_image", "state", "frame_id"):
+        with pytest.raises(ValueError, match=f"unknown keys.*{key}"):
+            parse_start({key: 0}, accepted=REAL_START_KEYS)
+    req = parse_start({"init_state_id": np.int64(3), "perturb_radius": 0.03}, accepted=REAL_START_KEYS)
+    assert (req.source, req.init_state_id, req.perturb_radius, req.libero_start) == ("init_state", 3, 0.03, True)
+    assert not parse_start(None, accepted=IMAGINED_START_KEYS).given
+
+
+# ---------------------------------------------------------------------------------------------- imagined env
+FRAMES = np.random.default_rng(0).integers(0, 256, (6, RES, RES, 3), dtype=np.uint8)
+INSTR = "pick up the alphabet soup and place it in the basket"
+
+
+def _imagined(rt, **kw) -> ImaginedEnv:
+    return ImaginedEnv(**{"runtime": rt, "instruction": INSTR, "init_frames": FRAMES, **kw})
+
+
+IMAGINED_CONSTRUCTOR_CASES = [
+    # (id, kwargs, patterns); each a ValueError (and, for a wrong type, also a TypeError) naming the argument
+    ("wrist-no", {"wrist": "no"}, ["wrist='no'", "bool"]),
+    ("wrist-int", {"wrist": 1}, ["wrist=1", "bool"]),
+    ("instruction-in-obs-str", {"instruction_in_obs": "yes"}, ["instruction_in_obs", "bool"]),
+    ("do-sample-str", {"do_sample": "no"}, ["do_sample", "bool"]),
+    ("task-suite-list", {"task_suite": ["libero_object"]}, ["task_suite", "list", "str"]),
+    ("task-suite-unknown", {"task_suite": "libero_100"}, ["task_suite", "libero_object"]),
+    ("task-id-str", {"task_id": "0"}, ["task_id", "int"]),
+    ("render-mode-int", {"render_mode": 1}, ["render_mode=1", "rgb_array"]),
+    ("render-mode-human", {"render_mode": "human"}, ["render_mode='human'", "rgb_array"]),
+    ("runtime-str", {"runtime": "str"}, ["runtime='str'", "WorldVLARuntime"]),
+    ("temperature-str", {"temperature": "1"}, ["temperature='1'", "float > 0"]),
+    ("temperature-zero", {"temperature": 0.0}, ["temperature=0.0", "> 0"]),
+    ("threshold-high", {"success_threshold": 2}, ["success_threshold=2", "[0, 1]"]),
+    ("instruction-int", {"instruction": 5}, ["instruction=5", "str"]),
+    ("max-steps-zero", {"max_episode_steps": 0}, ["max_episode_steps=0", ">= 1"]),
+    ("resolution-str", {"resolution": "32"}, ["resolution='32'", "int"]),
+    ("device-int", {"device": 0}, ["device=0", "'cpu'"]),
+    ("judge-without-score", {"success_judge": "yes"}, ["success_judge", "score"]),
+]
+
+
+@pytest.mark.parametrize(
+    "kwargs, patterns", [c[1:] for c in IMAGINED_CONSTRUCTOR_CASES], ids=[c[0] for c in IMAGINED_CONSTRUCTOR_CASES]
+)
+def test_imagined_constructor_bad_inputs(rt, kwargs, patterns):
+    with pytest.raises(ValueError) as err:
+        _imagined(rt, **kwargs)
+    assert all(p in str(err.value) for p in patterns), str(err.value)
+
+
+def test_gym_make_imagined_refuses_wrist_no_like_the_real_env(rt):
+    with pytest.raises(ValueError, match="wrist='no'"):
+        gym.make("WorldVLA-Imagined-v0", runtime=rt, instruction=INSTR, wrist="no")
+    with pytest.raises(TypeError, match="wrist"):  # the real env refuses it too, before LIBERO is imported
+        LiberoEnv(wrist="no")
+
+
+def test_vector_env_checks_sub_env_arguments_before_loading_the_checkpoint(tmp_path):
+    missing = tmp_path / "no-such-checkpoint"  # a load would fail with FileNotFoundError naming it
+    for kwargs, name in (({"wrist": "no"}, "wrist"), ({"temperature": "1"}, "temperature"),
+                         ({"render_mode": 1}, "render_mode"), ({"task_suite": ["x"]}, "task_suite")):
+        with pytest.raises(ValueError, match=name):
+            ImaginedVectorEnv(2, checkpoint=missing, **kwargs)
+    for kwargs, name in (({"num_envs": 0}, "num_envs=0"), ({"num_envs": 1.5}, "num_envs=1.5"),
+                         ({"num_envs": True}, "num_envs=True"), ({"autoreset_mode": "often"}, "autoreset_mode"),
+                         ({"device": 1}, "device"), ({"checkpoint": 5}, "checkpoint"), ({"runtime": "str"}, "runtime")):
+        with pytest.raises(ValueError, match=name):
+            ImaginedVectorEnv(**{"num_envs": 2, **kwargs})
+    with pytest.raises(TypeError, match="wrist_camera"):  # an unknown sub-env argument is named too
+        ImaginedVectorEnv(2, checkpoint=missing, wrist_camera=True)
+
+
+IMAGE = np.zeros((RES, RES, 3), np.uint8)
+IMAGINED_RESET_CASES = [
+    # (id, options, patterns); all refused before the env changes (no frame decoded, no LIBERO import)
+    ("int", 5, ["options", "dict", "int"]),
+    ("str", "str", ["options", "dict", "str"]),
+    ("list", [1, 2], ["options", "dict", "list"]),
+    ("bool", True, ["options", "dict", "bool"]),
+    ("mixed-type-keys", {1: 0, "a": 1}, ["options keys", "1"]),
+    ("unknown-key", {"init_state": 3}, ["unknown keys", "'init_state'", "init_state_id"]),
+    ("state-str", {"image": IMAGE, "state": "abc"}, ["options['state']", "<U3", "(8,)"]),
+    ("state-ragged", {"image": IMAGE, "state": [[1.0], [1.0, 2.0]]}, ["options['state']", "(8,)"]),
+    ("state-nan", {"image": IMAGE, "state": [np.nan] * 8}, ["options['state']", "NaN"]),
+    ("image-str", {"image": "abc"}, ["options['image']", "uint8", f"({RES}, {RES}, 3)"]),
+    ("image-ragged", {"image": [[1], [1, 2]]}, ["options['image']", "uint8"]),
+    ("wrist-image-float", {"image": IMAGE, "wrist_image": IMAGE.astype(float)}, ["options['wrist_image']", "float64"]),
+    ("frame-id-float", {"frame_id": 1.5}, ["options['frame_id']=1.5", "[0, 5]"]),
+    ("init-state-str", {"init_state_id": "3"}, ["options['init_state_id']='3'", "[0, 49]"]),
+    ("placement-int", {"placement": 1}, ["options['placement']=1", "'sampled'"]),
+    ("perturb-str", {"perturb_radius": "0.1"}, ["options['perturb_radius']='0.1'", "metres"]),
+    ("perturb-nan", {"perturb_radius": float("nan")}, ["options['perturb_radius']=nan", "[0, 0.25]"]),
+    ("sim-state-str", {"sim_state": "abc"}, ["options['sim_state']", "1-D float"]),
+    ("sim-state-2d", {"sim_state": [[0.0, 1.0]]}, ["options['sim_state']", "shape (1, 2)"]),
+    ("placement-with-image", {"placement": "sampled", "image": IMAGE}, ["cannot be combined with ['image']"]),
+]
+
+
+@pytest.mark.parametrize("options, patterns", [c[1:] for c in IMAGINED_RESET_CASES], ids=[c[0] for c in IMAGINED_RESET_CASES])
+def test_imagined_reset_bad_options(rt, options, patterns):
+    env = _imagined(rt)
+    with pytest.raises(ValueError) as err:
+        env.reset(seed=0, options=options)
+    assert all(p in str(err.value) for p in patterns), str(err.value)
+    assert env.frame is None  # nothing started
+
+
+def test_imagined_reset_bad_seed(rt):
+    env = _imagined(rt)
+    for seed in (-1, 1.5, "1", True):
+        with pytest.raises(ValueError, match="seed="):
+            env.reset(seed=seed)
+
+
+def test_vector_reset_bad_options_leave_every_sub_env_untouched(rt):
+    venv = ImaginedVectorEnv(3, runtime=rt, instruction=INSTR, init_frames=FRAMES)
+    cases = [
+        (5, "options must be"),
+        ({1: 0}, "options keys"),
+        ({"bogus": 1}, "unknown keys"),
+        ({"frame_id": [0, 1, 9]}, r"options\['frame_id'\]=9"),  # the third sub-env's value is bad
+        ({"state": "abc", "image": IMAGE}, r"options\['state'\]"),
+        ({"image": [[1], [1, 2]]}, r"options\['image'\]"),
+        ({"reset_mask": [1, 0, 1]}, r"options\['reset_mask'\]"),
+    ]
+    for options, match in cases:
+        with pytest.raises(ValueError, match=match):
+            venv.reset(seed=0, options=options)
+        assert all(e.frame is None for e in venv.envs), options
+    for seed, match in ((-1, "seed=-1"), ([0, 1], "seed="), ([0, "1", 2], r"seed\[1\]"), ("0", "seed=")):
+        with pytest.raises(ValueError, match=match):
+            venv.reset(seed=seed)
+
+
+# ---------------------------------------------------------------------------------------------- generated sweep
+# Generated bad inputs over the public env entry points (constructor keyword arguments and reset options of the
+# imagined env and its vector env; the real env shares the parser and the validator). Every case must raise
+# ValueError or TypeError whose message names the argument; none may run the world model or import LIBERO.
+_SWEEP = settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+_junk = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=8), st.binary(max_size=4),
+    st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+_not_bool = _junk.filter(lambda v: not isinstance(v, bool))
+_not_int = st.one_of(st.none(), st.booleans(), st.floats(allow_nan=True), st.text(max_size=8), st.lists(st.integers(), max_size=2))
+_BAD_KWARGS = {
+    "wrist": _not_bool,
+    "instruction_in_obs": _not_bool,
+    "do_sample": _not_bool,
+    "task_suite": _junk.filter(lambda v: not isinstance(v, str) or v not in SUITE_NUM_TASKS),
+    "task_id": st.one_of(_not_int, st.integers().filter(lambda i: not 0 <= i < 10)),
+    "resolution": st.one_of(_not_int.filter(lambda v: v is not None), st.integers().filter(lambda i: i != RES)),
+    "max_episode_steps": st.one_of(_not_int.filter(lambda v: v is not None), st.integers(max_value=0)),
+    "render_mode": _junk.filter(lambda v: v is not None and v != "rgb_array"),
+    "temperature": st.one_of(_junk.filter(lambda v: not isinstance(v, (int, float)) or isinstance(v, bool)),
+                             st.floats().filter(lambda x: not 0 < x < float("inf"))),
+    "success_threshold": st.one_of(_junk.filter(lambda v: v is not None and (not isinstance(v, (int, float))
+                                                                               or isinstance(v, bool))),
+                                   st.floats().filter(lambda x: not 0 <= x <= 1)),
+    "instruction": _junk.filter(lambda v: v is not None and not isinstance(v, str)),
+    "runtime": _junk.filter(lambda v: v is not None),
+    "device": _junk.filter(lambda v: not isinstance(v, str)),
+    "success_judge": _junk.filter(lambda v: v is not None),
+}
+
+
+@_SWEEP
+@given(data=st.data())
+def test_sweep_imagined_constructor_kwargs(rt, data):
+    name = data.draw(st.sampled_from(sorted(_BAD_KWARGS)), label="argument")
+    value = data.draw(_BAD_KWARGS[name], label="value")
+    vector = data.draw(st.booleans(), label="vector")
+    with pytest.raises((TypeError, ValueError)) as err:
+        if vector:  # the vector env takes the runtime itself and hands its sub-envs the rest
+            kw = {"runtime": rt, "instruction": INSTR, name: value}
+            ImaginedVectorEnv(2, **kw)
+        else:
+            _imagined(rt, **{name: value})
+    assert name in str(err.value), (name, value, str(err.value))
+
+
+_frame_like = st.one_of(
+    _junk,
+    st.tuples(st.integers(1, 40), st.integers(1, 40), st.integers(1, 4))
+    .filter(lambda s: s != (RES, RES, 3))
+    .map(lambda s: np.zeros(s, np.uint8)),
+    st.sampled_from([np.float32, np.int64, np.bool_]).map(lambda t: np.zeros((RES, RES, 3), t)),
+)
+_bad_vector = st.one_of(
+    st.text(max_size=5), st.none(), st.lists(st.lists(st.floats(), min_size=2, max_size=2), min_size=1, max_size=3),
+    st.lists(st.floats(allow_nan=False), max_size=10).map(lambda v: [*v, float("nan")]),
+    st.lists(st.text(max_size=2), min_size=1, max_size=3),
+)
+_BAD_OPTIONS = {
+    "init_state_id": st.one_of(_not_int, st.integers().filter(lambda i: not 0 <= i < 50)),
+    "frame_id": st.one_of(_not_int, st.integers().filter(lambda i: not 0 <= i < len(FRAMES))),
+    "placement": _junk.filter(lambda v: v not in ("fixed", "sampled")),
+    "perturb_radius": st.one_of(_junk.filter(lambda v: not isinstance(v, (int, float)) or isinstance(v, bool)),
+                                st.floats().filter(lambda x: not 0 <= x <= 0.25)),
+    "sim_state": _bad_vector,
+    "image": _frame_like,
+    "wrist_image": _frame_like,  # drawn with a valid image
+    "state": st.one_of(_bad_vector, st.lists(st.floats(-1, 1), max_size=12).filter(lambda v: len(v) != 8)),
+}
+
+
+@_SWEEP
+@given(data=st.data())
+def test_sweep_imagined_reset_options(rt, data):
+    kind = data.draw(st.sampled_from(["options", "keys", "unknown", "value", "seed"]), label="kind")
+    seed = 0
+    if kind == "options":  # not a mapping at all
+        options, name = data.draw(_junk.filter(lambda v: v is not None and not isinstance(v, dict))), "options"
+    elif kind == "keys":  # a non-str key beside valid ones
+        key = data.draw(st.one_of(st.integers(), st.floats(allow_nan=False), st.booleans(), st.tuples(st.integers())))
+        options, name = {key: 0, "frame_id": 0}, "options keys"
+    elif kind == "unknown":
+        key = data.draw(st.text(max_size=12).filter(lambda k: k not in IMAGINED_START_KEYS))
+        options, name = {key: 0}, "unknown keys"
+    elif kind == "value":
+        name = data.draw(st.sampled_from(sorted(_BAD_OPTIONS)))
+        options = {name: data.draw(_BAD_OPTIONS[name])}
+        if name in ("wrist_image", "state"):
+            options["image"] = IMAGE
+        name = f"options[{name!r}]"
+    else:
+        options, name = None, "seed"
+        seed = data.draw(st.one_of(st.integers(max_value=-1), st.floats(), st.text(max_size=4), st.booleans()))
+    vector = data.draw(st.booleans(), label="vector")
+    if vector and kind == "value":
+        # The vector env reads a list as one value per sub-env and None as "no value": only a bad value that
+        # goes to every sub-env as it is stays bad there.
+        assume(all(v is not None and not isinstance(v, (list, tuple)) for v in options.values()))
+    env = ImaginedVectorEnv(2, runtime=rt, instruction=INSTR, init_frames=FRAMES) if vector else _imagined(rt)
+    with pytest.raises((TypeError, ValueError)) as err:
+        env.reset(seed=seed, options=options)
+    assert name in str(err.value), (options, seed, str(err.value))

@@ -49,9 +49,10 @@ class CountingRuntime:
     def __init__(self, rt):
         self.rt, self.calls = rt, []
         self.resolution, self.device = rt.resolution, rt.device
+        self.image_tokenizer = rt.image_tokenizer  # the envs encode start frames with it (imagine_from="codes")
 
     def imagine(self, images, actions, **kw):
-        self.calls.append(len(images))
+        self.calls.append(len(images if images is not None else kw["codes"]))
         return self.rt.imagine(images, actions, **kw)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import wvla_gym.evaluation.video as video_mod
-from wvla_gym.cli.policy_spec import resolve_policy
+from agents.registry import resolve_policy
 from wvla_gym.evaluation import EvalConfig, evaluate, read_records
 from wvla_gym.evaluation.policies import act_policies
 from wvla_gym.model.tiny import make_tiny_checkpoint

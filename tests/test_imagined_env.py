@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from gymnasium.vector import AutoresetMode
 
 import wvla_gym  # noqa: F401  (registers the ids)
-from envs.imagined import ImaginedEnv, ImaginedVectorEnv, init_frame_cache_key, init_frame_path
+from envs.imagined import ImaginedEnv
+from envs.imagined_vector import ImaginedVectorEnv
+from envs.init_frames import init_frame_cache_key, init_frame_path
 from wvla_gym.judge import CallableJudge
 from wvla_gym.model.tiny import make_tiny_checkpoint
-from wvla_gym.runtime import WorldVLARuntime
+from wvla_gym.runtime import ImaginedFrames, WorldVLARuntime
 
 RES = 32
 INSTR = "pick up the alphabet soup and place it in the basket"
@@ -44,9 +48,10 @@ class CountingRuntime:
     def __init__(self, rt):
         self.rt, self.calls = rt, []
         self.resolution, self.device = rt.resolution, rt.device
+        self.image_tokenizer = rt.image_tokenizer  # the envs encode start frames with it (imagine_from="codes")
 
     def imagine(self, images, actions, **kw):
-        self.calls.append(len(images))
+        self.calls.append(len(images if images is not None else kw["codes"]))
         return self.rt.imagine(images, actions, **kw)
 
 
@@ -254,9 +259,15 @@ def test_same_seed_gives_identical_rollouts_greedy_and_sampled(runtime, frames):
 class PerRowRuntime(CountingRuntime):
     """The real runtime called one row at a time: batch-invariant by construction."""
 
-    def imagine(self, images, actions, **kw):
-        self.calls.append(len(images))
-        return np.concatenate([self.rt.imagine(images[i : i + 1], actions[i : i + 1], **kw) for i in range(len(images))])
+    def imagine(self, images, actions, codes=None, **kw):
+        rows = images if images is not None else codes
+        self.calls.append(len(rows))
+        outs = [self.rt.imagine(None if images is None else images[i : i + 1], actions[i : i + 1],
+                                codes=None if codes is None else codes[i : i + 1], **kw) for i in range(len(rows))]
+        if kw.get("return_info"):
+            return ImaginedFrames(np.concatenate([o.frames for o in outs]),
+                                  dataclasses.replace(outs[0].info, codes=torch.cat([o.info.codes for o in outs])))
+        return np.concatenate(outs)
 
 
 def test_vector_env_logic_matches_single_envs(runtime, frames):

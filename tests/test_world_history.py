@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from envs.imagined import ImaginedEnv, ImaginedVectorEnv
+from envs.imagined import ImaginedEnv
+from envs.imagined_vector import ImaginedVectorEnv
 from wvla_gym.data.tokens import token_samples
 from wvla_gym.model.processing_worldvla import (
     IGNORE_INDEX,
@@ -17,7 +18,7 @@ from wvla_gym.model.processing_worldvla import (
 )
 from wvla_gym.model.tiny import make_tiny_checkpoint
 from wvla_gym.runtime import WorldVLARuntime
-from wvla_gym.training.joint import corrupt_context, draw_batch
+from wvla_gym.training.joint_data import corrupt_context, draw_batch
 
 from .model_fixtures import image_tokens, tiny_lm_config
 

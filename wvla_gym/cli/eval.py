@@ -33,11 +33,12 @@ class EvalArgs:
     """Evaluate a policy on the LIBERO protocol (trial k = init state k, 10 settle steps, suite step limits)."""
 
     policy: str
-    """worldvla | scripted | random | zero | sb3:PATH | sb3:ALGO:PATH | module:callable (callable(env) -> policy)"""
+    """worldvla | scripted | random | zero | sb3:PATH | sb3:ALGO:PATH | openpi:HOST:PORT (a policy server) |
+    module:callable (callable(env) -> policy)"""
     checkpoint: str | None = None
     """WorldVLA checkpoint (folder or Hub id) for --policy worldvla; also the world model unless --world-model."""
     world_model: str | None = None
-    """Checkpoint of the imagined env's world model (default: --checkpoint)."""
+    """Checkpoint of the imagined env's world model (default: --checkpoint, else the embedded default's world model)."""
     suite: str = "libero_object"
     tasks: str = "all"
     """'all' or comma-separated task ids, e.g. '0,3,7'."""
@@ -68,6 +69,8 @@ class EvalArgs:
     """Workers for vector/ray; batch width for batched (1, the default, means 16 there)."""
     ray_address: str | None = None
     video: bool = False
+    record_actions: bool = False
+    """Store every episode's per-step actions in its record (episodes.jsonl)."""
     retry_errors: bool = True
     progress: bool = True
     policy_kwargs: str = "{}"
@@ -93,7 +96,7 @@ def _parse_json(flag: str, text: str) -> dict:
 
 
 def build_config(args: EvalArgs) -> tuple[EvalConfig, object]:
-    from wvla_gym.cli.policy_spec import resolve_policy
+    from agents.registry import resolve_policy
 
     tasks = parse_tasks(args.tasks, args.suite, arg="--tasks")
     resolved = resolve_policy(args.policy, checkpoint=args.checkpoint, noise_std=args.noise_std,
@@ -105,7 +108,9 @@ def build_config(args: EvalArgs) -> tuple[EvalConfig, object]:
     world_model = args.world_model or args.checkpoint
     if args.env != "real":
         if world_model is None and "checkpoint" not in imagined_kwargs:
-            raise ValueError("--env imagined/both needs a world model: pass --world-model (or --checkpoint)")
+            from wvla_gym.runtime_cache import default_world_model
+
+            world_model = default_world_model()  # the embedded default's world model (None: the default itself)
         imagined_kwargs.setdefault("checkpoint", world_model)
         knobs["world_model"] = world_model
     if args.checkpoint:
@@ -122,7 +127,7 @@ def build_config(args: EvalArgs) -> tuple[EvalConfig, object]:
         max_episode_steps=args.max_episode_steps, backend=args.backend, num_envs=args.num_envs,
         policy_in_workers=resolved.privileged, ray_address=args.ray_address, video=args.video,
         retry_errors=args.retry_errors, progress=args.progress, imagined_env_kwargs=imagined_kwargs, knobs=knobs,
-        restart=args.restart,
+        restart=args.restart, record_actions=args.record_actions,
     )
     cfg.validate()
     return cfg, resolved.factory

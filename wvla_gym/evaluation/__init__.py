@@ -17,9 +17,10 @@ from wvla_gym.evaluation.metrics import (
     spearman,
     wilson_interval,
 )
-from wvla_gym.evaluation.policies import Policy, PolicyFactory, RandomPolicy, ZeroPolicy
+from wvla_gym.evaluation.policies import RandomPolicy, ZeroPolicy
 from wvla_gym.evaluation.results import ResultsWriter, read_records, summarize
 from wvla_gym.evaluation.runner import evaluate, iter_records
+from wvla_gym.policy import Policy, PolicyFactory
 
 __all__ = [
     "EpisodeJob",

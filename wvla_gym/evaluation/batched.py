@@ -45,7 +45,8 @@ import numpy as np
 from wvla_gym.evaluation.claims import JobQueue
 from wvla_gym.evaluation.config import EvalConfig, env_spec_for
 from wvla_gym.evaluation.episode import EpisodeRun, gl_backend_of
-from wvla_gym.evaluation.policies import PolicyFactory, act_policies, check_policy, reset_policy
+from wvla_gym.evaluation.policies import act_policies, check_policy, reset_policy
+from wvla_gym.policy import PolicyFactory
 from wvla_gym.protocol import DUMMY_ACTION, SUITE_MAX_STEPS, check_action
 
 logger = logging.getLogger(__name__)

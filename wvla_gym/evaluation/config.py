@@ -14,12 +14,12 @@ from typing import Any, Literal
 import numpy as np
 
 from wvla_gym.protocol import (
-    MAX_PERTURB_RADIUS,
     NUM_INIT_STATES,
     NUM_STEPS_WAIT,
     SUITE_MAX_STEPS,
     SUITE_NUM_TASKS,
 )
+from wvla_gym.starts import check_perturb_radius
 
 EnvKind = Literal["real", "imagined"]
 ENV_CHOICES = ("real", "imagined", "both")
@@ -86,9 +86,7 @@ class EvalConfig:
             raise ValueError(f"trials={self.trials!r}; expected an int in [1, {NUM_INIT_STATES}] (trial k = init state k)")
         if self.placement not in PLACEMENTS:
             raise ValueError(f"placement={self.placement!r}; expected one of {PLACEMENTS}")
-        r = self.perturb_radius
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0.0 <= float(r) <= MAX_PERTURB_RADIUS:
-            raise ValueError(f"perturb_radius={r!r}; expected a float in [0, {MAX_PERTURB_RADIUS}] (metres)")
+        check_perturb_radius("perturb_radius", self.perturb_radius)  # the bound the envs' reset options use
         if self.env not in ENV_CHOICES:
             raise ValueError(f"env={self.env!r}; expected one of {ENV_CHOICES}")
         if self.backend not in BACKENDS:

@@ -1,56 +1,56 @@
-"""The policy protocol of the runner, and two trivial baseline policies.
+"""The evaluation's side of the policy protocol (:mod:`wvla_gym.policy`), and trivial baseline policies.
 
-A policy is anything with::
-
-    reset(self) -> None            # or reset(self, *, seed: int | None = None): the runner then passes a
-                                   # per-episode seed, so noisy policies reproduce under resume/parallelism
-    act(self, obs: dict) -> np.ndarray   # (7,) action in [-1, 1]
-
-``act`` gets the observation only (the Gymnasium obs dict). Anything else a policy needs (the instruction,
-privileged simulator state for scripted experts) it reads from the env handed to its factory::
-
-    policy_factory(env) -> policy
-
-The factory is called once per environment instance and backend slot (per task and env kind), not per
-episode, so load weights outside it and share them (e.g. one ``WorldVLARuntime`` captured in a closure), but
-return a NEW policy object every call: policies keep episode state (histories, queues), and the vector,
-batched and Ray backends run several episodes at once, one policy per slot.
+Policies follow :class:`wvla_gym.policy.Policy`: ``reset(*, seed=None)`` then ``act(obs) -> (7,)``, made by a
+``policy_factory(env)`` that returns a NEW policy per call. The runner calls the factory once per environment
+instance and backend slot (per task and env kind), not per episode, and resets the policy with a per-episode
+seed, so noisy policies reproduce under resume and parallelism.
 
 Batched acting (optional): a policy may offer ``batch_key() -> Hashable`` and a classmethod
 ``act_group(policies, observations) -> list[np.ndarray | BaseException]``. Backends that step several
 episodes together (``batched``, ``vector``) then serve all slots whose policies share a key with ONE
-``act_group`` call (``WorldVLAAgent`` batches the model call over the slots whose chunk queues are empty);
-each slot keeps its own state, and an exception in the list ends only that slot's episode.
+``act_group`` call (:func:`act_policies`; ``WorldVLAAgent`` batches the model call over the slots whose chunk
+queues are empty); each slot keeps its own state, and an exception in the list ends only that slot's episode.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Hashable, Sequence
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Hashable, Sequence
+from typing import Any
 
 import numpy as np
 
+from wvla_gym.policy import Policy
 from wvla_gym.protocol import ACTION_DIM, DUMMY_ACTION
 
+__all__ = [
+    "RandomPolicy",
+    "ReplayPolicy",
+    "ZeroPolicy",
+    "act_policies",
+    "batch_key",
+    "check_policy",
+    "random_policy_factory",
+    "reset_policy",
+    "zero_policy_factory",
+]
 
-@runtime_checkable
-class Policy(Protocol):
-    def reset(self) -> None: ...
 
-    def act(self, obs: dict[str, Any]) -> np.ndarray: ...
-
-
-PolicyFactory = Callable[[Any], Policy]
-
-
-def reset_policy(policy: Policy, seed: int | None) -> None:
-    """Call ``policy.reset``, passing ``seed`` only when the policy's reset accepts it."""
+def _reset_takes_seed(policy: Any) -> bool:
     try:
         params = inspect.signature(policy.reset).parameters
     except (TypeError, ValueError):
-        params = {}
-    if "seed" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return False
+    return "seed" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def reset_policy(policy: Policy, seed: int | None) -> None:
+    """``policy.reset(seed=seed)``; a policy written before the protocol had ``seed`` gets ``reset()``.
+
+    Every policy in this package takes ``seed``; the plain ``reset()`` of user policies is still accepted so
+    that existing policy code keeps running (it just cannot reproduce per-episode noise).
+    """
+    if _reset_takes_seed(policy):
         policy.reset(seed=seed)
     else:
         policy.reset()
@@ -99,14 +99,14 @@ def check_policy(policy: Any) -> None:
     if missing:
         raise ValueError(
             f"policy_factory returned {type(policy).__name__}, which lacks {missing}; "
-            "expected an object with reset() and act(obs) -> np.ndarray of shape (7,)"
+            "expected a wvla_gym.policy.Policy: reset(*, seed=None) and act(obs) -> np.ndarray of shape (7,)"
         )
 
 
 class ZeroPolicy:
     """Holds still with the gripper open (LIBERO's settle action): a 0 % baseline."""
 
-    def reset(self) -> None:
+    def reset(self, *, seed: int | None = None) -> None:
         pass
 
     def act(self, obs: dict[str, Any]) -> np.ndarray:
@@ -159,7 +159,7 @@ class ReplayPolicy:
             raise ValueError("records carry no 'actions'; expected records written with EvalConfig(record_actions=True)")
         return cls(env, acts)
 
-    def reset(self) -> None:
+    def reset(self, *, seed: int | None = None) -> None:
         self._queue = None  # the env's init state is known only after its reset, i.e. at the first act
 
     def act(self, obs: dict[str, Any]) -> np.ndarray:

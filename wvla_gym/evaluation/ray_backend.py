@@ -18,7 +18,7 @@ from typing import Any
 from wvla_gym.evaluation.claims import JobQueue
 from wvla_gym.evaluation.config import EpisodeJob, EvalConfig
 from wvla_gym.evaluation.episode import EnvCache, EpisodeRun, RemoteEpisodeError, run_job
-from wvla_gym.evaluation.policies import PolicyFactory
+from wvla_gym.policy import PolicyFactory
 
 
 class EpisodeWorker:

@@ -67,7 +67,6 @@ from wvla_gym.evaluation.config import (
     torch_threads,
 )
 from wvla_gym.evaluation.episode import EnvCache, run_job, step_cap_for
-from wvla_gym.evaluation.policies import PolicyFactory
 from wvla_gym.evaluation.results import (
     EPISODES_FILE,
     SUMMARY_FILE,
@@ -78,7 +77,9 @@ from wvla_gym.evaluation.results import (
     summarize,
     write_summary,
 )
-from wvla_gym.utils.run_identity import atomic_write_text, claim_run
+from wvla_gym.policy import PolicyFactory
+from wvla_gym.utils.io import atomic_write_text
+from wvla_gym.utils.run_identity import claim_run
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,8 @@ import numpy as np
 from wvla_gym.evaluation.claims import JobQueue
 from wvla_gym.evaluation.config import EpisodeJob, EvalConfig
 from wvla_gym.evaluation.episode import EnvCache, EpisodeRun, RemoteEpisodeError, jsonable_start
-from wvla_gym.evaluation.policies import PolicyFactory, act_policies, check_policy, reset_policy
+from wvla_gym.evaluation.policies import act_policies, check_policy, reset_policy
+from wvla_gym.policy import PolicyFactory
 
 
 def _zeros(space: gym.Space) -> Any:
