@@ -8,13 +8,14 @@ the load it was measured under.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from wvla_gym.utils.io import atomic_write_json
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -64,7 +65,6 @@ class BenchRecord:
         if path is None:
             return None
         target = RESULTS_DIR / f"{self.name}.json" if str(path) == "default" else Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps({**self.facts(), "result": result}, indent=2, default=str) + "\n")
+        atomic_write_json(target, {**self.facts(), "result": result}, indent=2, default=str)  # a kill keeps the old figures
         print(f"saved {target}", file=sys.stderr)
         return target

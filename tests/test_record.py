@@ -17,7 +17,8 @@ h5py = pytest.importorskip("h5py")
 
 from tests.record_fakes import FakePolicy, make_fake_env  # noqa: E402
 from wvla_gym.data.hdf5 import validate_file  # noqa: E402
-from wvla_gym.data.record import noop_mask, parse_tasks, record  # noqa: E402
+from wvla_gym.data.noop import noop_mask  # noqa: E402
+from wvla_gym.data.record import parse_tasks, record  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -287,7 +288,7 @@ class _Const:
 
 
 def _run(behaviour, seed=3, steps=400):
-    from wvla_gym.data.record import BehaviourPolicy
+    from wvla_gym.data.behaviours import BehaviourPolicy
 
     base = _Const()
     pol = BehaviourPolicy(base, behaviour, seed)
@@ -300,7 +301,7 @@ def _run(behaviour, seed=3, steps=400):
 
 
 def test_behaviours_produce_their_documented_action_patterns():
-    from wvla_gym.data.record import (
+    from wvla_gym.data.behaviours import (
         BURST_STEPS,
         SEGMENT_STEPS,
         TAIL_STEPS,

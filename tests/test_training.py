@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from wvla_gym.cli.train import main as train_main
 from wvla_gym.judge import ClassifierJudge
 from wvla_gym.runtime import WorldVLARuntime
-from wvla_gym.training import joint
+from wvla_gym.training import joint, joint_data
 from wvla_gym.training.data import psnr_uint8
 from wvla_gym.training.judge import label_episode
 from wvla_gym.training.vq import load_vq
@@ -193,10 +193,10 @@ def test_two_datasets_may_hold_the_same_task(data_file, tmp_path):
     other = tmp_path / "wm_data"
     other.mkdir()
     shutil.copy(data_file, other / "pick_up_the_red_square_demo.hdf5")
-    both = joint.select_sources([data_file, str(other)], "all")
+    both = joint_data.select_sources([data_file, str(other)], "all")
     assert len(both) == 2 * N_DEMOS and {p for p, _ in both} == {data_file, str(other / "pick_up_the_red_square_demo.hdf5")}
     # "train" per folder: one task of 4 demos keeps them all (val_ind starts at ceil(0.9 * 4) = 4)
-    train = joint.select_sources([data_file, str(other)], "train")
+    train = joint_data.select_sources([data_file, str(other)], "train")
     assert sorted(d for _, d in train) == sorted([f"demo_{i}" for i in range(N_DEMOS)] * 2)
 
 

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from tests import test_training as tt
 from wvla_gym.cli.train import main as train_main
 from wvla_gym.runtime import WorldVLARuntime
-from wvla_gym.training.joint import DistInfo, dist_info_from_env, per_rank_batch
+from wvla_gym.training.distributed import DistInfo, dist_info_from_env, per_rank_batch
 
 # the tiny HDF5 and VQ of test_training (module-scoped fixtures, rebuilt for this module)
 data_file = tt.data_file

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from tests import test_training as tt
 from wvla_gym.cli.train import main as train_main
 from wvla_gym.judge import train_classifier_judge
-from wvla_gym.training import joint
+from wvla_gym.training import joint, joint_data
 from wvla_gym.training import judge as judge_mod
 from wvla_gym.training import vq as vq_mod
 from wvla_gym.training.checkpoint import safe_load
@@ -232,8 +232,8 @@ def test_sample_cache_rebuilt_when_chunk_or_history_changes(data_file, vq_dir, t
     shutil.copyfile(other / "samples.pt", swapped / "samples.pt")
     rep = train_model(_model_cfg(data_file, vq_dir, swapped, 2, **{**kw, "stop_at": 2}))
     assert rep["samples"] == {"action": N_DEMOS * (T - 3 + 1), "world": N_DEMOS * (T - 1)}
-    a, b = joint.load_samples(fresh / "samples.pt"), joint.load_samples(swapped / "samples.pt")
-    assert a == b and a != joint.load_samples(other / "samples.pt")
+    a, b = joint_data.load_samples(fresh / "samples.pt"), joint_data.load_samples(swapped / "samples.pt")
+    assert a == b and a != joint_data.load_samples(other / "samples.pt")
     # the cache holds tensors only and was written atomically (no temp file left)
     assert isinstance(torch.load(swapped / "samples.pt", weights_only=True)["action"]["input_ids"], torch.Tensor)
     assert not list(swapped.glob(".*.tmp"))

@@ -13,6 +13,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -266,6 +267,90 @@ class ClassifierJudge(nn.Module):
         return judge.to(device).eval()
 
 
+@dataclass
+class FitStep:
+    """One optimiser step of :func:`fit_classifier_judge`, as its ``after_step`` hook sees it."""
+
+    step: int  # 0-based index of the step just taken
+    epoch: int
+    loss: float
+    lr: float
+    resume_rng: torch.Tensor  # the shuffling generator's state a run resumed after this step must restore
+
+
+#: ``resume(judge, optimizer, scheduler, shuffle_generator) -> first step``: restores a checkpoint (or not).
+ResumeFn = Callable[[Any, Any, Any, torch.Generator], int]
+
+
+def fit_classifier_judge(
+    frames: Any,
+    labels: Any,
+    *,
+    epochs: int = 20,
+    batch_size: int = 64,
+    lr: float = 3e-3,
+    weight_decay: float = 1e-4,
+    input_size: int = 64,
+    channels: Sequence[int] = (16, 32, 64),
+    threshold: float = 0.5,
+    balance: bool = True,
+    seed: int = 0,
+    device: str = "cpu",
+    resume: ResumeFn | None = None,
+    stop_at: int | None = None,
+    after_step: Callable[[FitStep], None] | None = None,
+) -> ClassifierJudge:
+    """THE judge fit loop (:func:`train_classifier_judge` and the resumable ``wvla-gym train judge`` both run it).
+
+    ``resume`` may restore weights, optimiser, scheduler and the shuffling generator (saved at the start of an
+    epoch) and returns the step to continue from: that epoch's order is redrawn and its done batches skipped,
+    so a resumed run ends at exactly the weights of an uninterrupted one. ``stop_at`` ends early after that many
+    steps in all; ``after_step`` sees every step (logs, checkpoints, progress).
+    """
+    x_all = np.asarray(frames)
+    y_all = np.asarray(labels).astype(np.float32).reshape(-1)
+    if x_all.ndim != 4 or x_all.dtype != np.uint8 or len(x_all) != len(y_all) or len(y_all) == 0:
+        raise ValueError(f"need uint8 frames (N, H, W, 3) and N labels; got {x_all.dtype} {x_all.shape} and {y_all.shape}")
+    if not np.isin(y_all, (0.0, 1.0)).all():
+        raise ValueError("labels must be 0/1 (or bool)")
+    # The order of these draws (shuffle generator, torch seed, weight init) fixes the result for a seed.
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    judge = ClassifierJudge(input_size=input_size, channels=channels, threshold=threshold).to(device)
+    n_pos = float(y_all.sum())
+    pos_weight = (len(y_all) - n_pos) / n_pos if balance and n_pos > 0 else 1.0
+    pw = torch.tensor(pos_weight, device=device)
+    opt = torch.optim.AdamW(judge.parameters(), lr=lr, weight_decay=weight_decay)
+    per_epoch = math.ceil(len(y_all) / batch_size)
+    total = epochs * per_epoch
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(total, 1))
+    step = resume(judge, opt, sched, g) if resume is not None else 0
+    end = total if stop_at is None else min(total, stop_at)
+    judge.train()
+    for epoch in range(step // per_epoch, epochs):
+        if step >= end:
+            break
+        epoch_rng = g.get_state()
+        order = torch.randperm(len(y_all), generator=g).numpy()
+        for b in range(step - epoch * per_epoch, per_epoch):
+            if step >= end:
+                break
+            idx = order[b * batch_size : (b + 1) * batch_size]
+            x = judge.preprocess(x_all[idx])
+            y = torch.from_numpy(y_all[idx]).to(device)
+            loss = F.binary_cross_entropy_with_logits(judge(x), y, pos_weight=pw)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            if after_step is not None:
+                # at an epoch's end the next epoch starts from the generator's current state
+                rng = g.get_state() if (step + 1) % per_epoch == 0 else epoch_rng
+                after_step(FitStep(step, epoch, loss.item(), sched.get_last_lr()[0], rng))
+            step += 1
+    return judge.eval()
+
+
 def train_classifier_judge(
     frames: Any,
     labels: Any,
@@ -287,31 +372,6 @@ def train_classifier_judge(
     earlier and failed frames as negatives. ``balance`` re-weights positives by ``#neg / #pos`` because
     success frames are rare. Deterministic for a ``seed`` on CPU.
     """
-    x_all = np.asarray(frames)
-    y_all = np.asarray(labels).astype(np.float32).reshape(-1)
-    if x_all.ndim != 4 or x_all.dtype != np.uint8 or len(x_all) != len(y_all) or len(y_all) == 0:
-        raise ValueError(f"need uint8 frames (N, H, W, 3) and N labels; got {x_all.dtype} {x_all.shape} and {y_all.shape}")
-    if not np.isin(y_all, (0.0, 1.0)).all():
-        raise ValueError("labels must be 0/1 (or bool)")
-    g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    judge = ClassifierJudge(input_size=input_size, channels=channels, threshold=threshold).to(device)
-    n_pos = float(y_all.sum())
-    pos_weight = (len(y_all) - n_pos) / n_pos if balance and n_pos > 0 else 1.0
-    pw = torch.tensor(pos_weight, device=device)
-    opt = torch.optim.AdamW(judge.parameters(), lr=lr, weight_decay=weight_decay)
-    steps = epochs * math.ceil(len(y_all) / batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1))
-    judge.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(y_all), generator=g).numpy()
-        for i in range(0, len(order), batch_size):
-            idx = order[i : i + batch_size]
-            x = judge.preprocess(x_all[idx])
-            y = torch.from_numpy(y_all[idx]).to(device)
-            loss = F.binary_cross_entropy_with_logits(judge(x), y, pos_weight=pw)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-    return judge.eval()
+    return fit_classifier_judge(frames, labels, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                                input_size=input_size, channels=channels, threshold=threshold, balance=balance,
+                                seed=seed, device=device)

@@ -1,7 +1,7 @@
 """LIBERO evaluation protocol constants (the numbers WorldVLA, OpenVLA, openpi and openvla-oft report on).
 
 Kept free of heavy imports so that envs, evaluation and the CLI share one source of truth.
-See ``../shared/reference/worldvla-protocol.md`` §10.
+See ``docs/protocol.md`` §10.
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ class RecordArgs:
     keep_failures: bool = False
     """Write failed episodes too (rewards/dones all 0, demo attr success=False); one rollout per slot."""
     behaviours: str = "expert"
-    """Comma list cycled over slots: expert, noise, cut, burst, random, zero (see wvla_gym.data.record)."""
+    """Comma list cycled over slots: expert, noise, cut, burst, random, zero (see wvla_gym.data.behaviours)."""
     noise_levels: str = ""
     """Comma list of action-noise stds for the 'noise' behaviour (one behaviour per level), e.g. 0.1,0.3,0.6."""
     placement: str = "fixed"
@@ -77,7 +77,8 @@ def _expert_factory(noise_std: float):
 
 
 class _AgentPolicy:
-    """A fresh WorldVLAAgent per episode (shared weights), reset with the task instruction."""
+    """A fresh WorldVLAAgent per episode (shared weights), reset with the task instruction; a
+    :class:`wvla_gym.policy.Policy`."""
 
     def __init__(self, runtime: Any, env: Any, seed: int) -> None:
         from agents.worldvla import WorldVLAAgent
@@ -86,10 +87,10 @@ class _AgentPolicy:
         self.instruction = env.unwrapped.task_description
         self.seed = seed
 
-    def reset(self) -> None:
+    def reset(self, *, seed: int | None = None) -> None:
         import torch
 
-        torch.manual_seed(self.seed)
+        torch.manual_seed(self.seed if seed is None else seed)  # the recorder's slot seed unless told otherwise
         self.agent.reset(self.instruction)
 
     def act(self, obs: Any) -> Any:
@@ -134,7 +135,7 @@ def _policy(args: RecordArgs) -> tuple[Any, dict[str, Any]]:
 
 def _replay(args: RecordArgs) -> int:
     from wvla_gym.data.hdf5 import require_h5py
-    from wvla_gym.data.record import replay_file
+    from wvla_gym.data.replay import replay_file
 
     src = args.replay
     files = sorted(src.glob("*_demo.hdf5")) if src.is_dir() else [src]

@@ -8,6 +8,7 @@ Submodules import lazily-heavy pieces (h5py, gymnasium, torch) only when used::
 
 from __future__ import annotations
 
+from wvla_gym.data.capture import rollout
 from wvla_gym.data.dataset import (
     ActionWindow,
     ActionWindowDataset,
@@ -16,7 +17,9 @@ from wvla_gym.data.dataset import (
     iter_windows,
 )
 from wvla_gym.data.hdf5 import OBS_KEYS, Episode, validate_file
-from wvla_gym.data.record import RecordConfig, Recorder, noop_mask, parse_tasks, record, replay_file, rollout
+from wvla_gym.data.noop import noop_mask
+from wvla_gym.data.record import RecordConfig, Recorder, parse_tasks, record
+from wvla_gym.data.replay import replay_file
 from wvla_gym.data.split import split_files, split_trajectories
 from wvla_gym.data.tokens import TokenSample, token_samples, tokenize_frames
 

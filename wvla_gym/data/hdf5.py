@@ -398,20 +398,12 @@ def atomic_write_hdf5(path: str | os.PathLike, fill) -> None:
 
     A kill at any moment leaves either the old file or the complete new one, never a torn HDF5 file.
     """
+    from wvla_gym.utils.io import atomic_path
+
     h5py = require_h5py()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with h5py.File(tmp, "w") as f:
-            fill(f)
-            f.flush()
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        fill(f)
+        f.flush()
 
 
 # ---------------------------------------------------------------------------------------------- checking

@@ -1,7 +1,9 @@
 """Record policy rollouts in real LIBERO as LIBERO-layout HDF5 files, resumably.
 
 The recorder never imports ``agents`` or ``envs``: it builds envs through ``gym.make("WorldVLA-LIBERO-v0")``
-(registered by ``wvla_gym``) and takes a ``policy_factory`` callable.
+(registered by ``wvla_gym``) and takes a ``policy_factory`` callable. Each episode is THE episode loop
+(:func:`wvla_gym.evaluation.episode.play_episode`) watched by :class:`wvla_gym.data.capture.DemoCapture`;
+re-rendering files at another resolution is :mod:`wvla_gym.data.replay`.
 
 Resumability: every episode is first written atomically to ``<out>/.staging/<task>/ep_<slot>.hdf5`` (or a
 ``ep_<slot>.failed.json`` marker when all attempts fail and failures are not kept), so a kill (even SIGKILL)
@@ -28,29 +30,15 @@ placement sampler (seeded by the slot), so they never wrap onto init states belo
 for every slot; ``perturb_radius > 0`` additionally shifts every movable object by up to that many metres
 (``LiberoEnv`` reset options, see ``envs/placement.py``).
 
-Behaviours (world-model data; slot ``i`` uses ``behaviours[i % len(behaviours)]``, after ``noise`` is expanded
-into one behaviour per noise level):
-
-* ``expert``: the policy as is. Retries (``attempt > 0``) ask the factory for a perturbed (noisy) policy.
-* ``noise``: the policy plus Gaussian noise of std ``level`` on the 6 pose dims, clipped to [-1, 1].
-* ``cut``: the policy for ``cut_step = round(f * NOMINAL_LENGTH)`` steps, ``f ~ U(CUT_FRACTION)``, then a
-  tail of ``U(TAIL_STEPS)`` steps, chosen 50/50 between ``zero`` (no pose motion, gripper held) and
-  ``random`` actions, then the episode ends.
-* ``burst``: the policy throughout, except ``U(BURST_STEPS)`` random actions from a step drawn in
-  ``U(BURST_START_FRACTION) * NOMINAL_LENGTH`` (the policy keeps observing and must recover).
-* ``random``: ``U(SEGMENT_STEPS)`` random actions, then the episode ends.
-* ``zero``: ``U(SEGMENT_STEPS)`` zero actions (gripper open), then the episode ends.
-
-"Random actions" are temporally correlated so the arm wanders instead of jittering: pose dims follow
-``a_t = RANDOM_RHO * a_{t-1} + N(0, RANDOM_SIGMA)`` clipped to [-1, 1]; the gripper starts from the last
-commanded value and flips with probability ``RANDOM_GRIPPER_FLIP`` per step. Each demo records its behaviour
-and plan (``behaviour``, ``noise_level``, ``plan`` with ``cut_step`` / ``tail`` / ``burst_start`` ...,
+Behaviours (world-model data; slot ``i`` uses ``behaviours[i % len(behaviours)]``) are defined in
+:mod:`wvla_gym.data.behaviours`. Each demo records its behaviour and plan (``behaviour``, ``noise_level``, ``plan`` with ``cut_step`` / ``tail`` / ``burst_start`` ...,
 ``segments``: ``[kind, start, end]`` in stored-step indices), its start (``init_state_id``, -1 for none;
 ``placement`` json; ``seed``), and ``success`` (LIBERO's flag; ``rewards``/``dones`` end in 1 only on
 success). Without ``keep_failures`` only successes are kept (up to ``max_attempts`` tries per slot); with it,
 each slot is one rollout, kept either way.
 
-The no-op filter drops policy no-ops only: steps that a deliberate ``zero`` segment produced are kept.
+The no-op filter (:mod:`wvla_gym.data.noop`) drops policy no-ops only: steps that a deliberate ``zero`` segment
+produced are kept.
 """
 
 from __future__ import annotations
@@ -61,22 +49,24 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
+from wvla_gym.data.behaviours import BehaviourPolicy, expand_behaviours
+from wvla_gym.data.capture import ENV_ID, gym_make_env, rollout
 from wvla_gym.data.hdf5 import (
     ROTATED_ATTR,
-    Episode,
     atomic_write_hdf5,
     demo_names,
-    read_demo,
     require_h5py,
     write_demo,
     write_file_attrs,
 )
+from wvla_gym.data.noop import noop_mask
+from wvla_gym.policy import Policy
 from wvla_gym.protocol import (
     MAX_PERTURB_RADIUS,
     NUM_INIT_STATES,
@@ -84,235 +74,17 @@ from wvla_gym.protocol import (
     parse_tasks,
     validate_suite_task,
 )
+from wvla_gym.utils.io import atomic_write_json, read_json
 
-NOOP_THRESHOLD = 1e-4
 MANIFEST_NAME = "manifest.json"
-ENV_ID = "WorldVLA-LIBERO-v0"
 RUN_KIND = "record"
 
-BEHAVIOURS = ("expert", "noise", "cut", "burst", "random", "zero")
 PLACEMENTS = ("fixed", "sampled")
-#: Typical length (steps) of an expert episode on libero_object; scales cut and burst times.
-NOMINAL_LENGTH = 120
-CUT_FRACTION = (0.1, 0.9)
-TAIL_STEPS = (20, 60)
-BURST_STEPS = (5, 20)
-BURST_START_FRACTION = (0.05, 0.8)
-SEGMENT_STEPS = (30, 90)
-RANDOM_RHO = 0.8
-RANDOM_SIGMA = 0.35
-RANDOM_GRIPPER_FLIP = 0.05
-
-
-class Policy(Protocol):
-    def reset(self) -> None: ...
-
-    def act(self, obs: Any) -> np.ndarray: ...
 
 
 #: ``policy_factory(env, seed, perturbed)`` -> a policy for this env. ``perturbed`` asks for a diverse
 #: (e.g. noisy) variant seeded by ``seed``; an unperturbed policy must be deterministic.
 PolicyFactory = Callable[[Any, int, bool], Policy]
-
-
-def noop_mask(actions: np.ndarray, threshold: float = NOOP_THRESHOLD) -> np.ndarray:
-    """WorldVLA's no-op filter: True for actions to keep.
-
-    An action is a no-op when ‖a[:6]‖₂ < ``threshold`` and its gripper equals the gripper of the previous
-    *kept* action; the very first action is judged by the norm test alone.
-    """
-    a = np.asarray(actions, dtype=np.float64)
-    if a.ndim != 2 or a.shape[1] != 7:
-        raise ValueError(f"actions must have shape (T, 7); got {a.shape}")
-    keep = np.zeros(len(a), dtype=bool)
-    prev_gripper: float | None = None
-    for i, act in enumerate(a):
-        small = float(np.linalg.norm(act[:6])) < threshold
-        noop = small if prev_gripper is None else (small and act[6] == prev_gripper)
-        if not noop:
-            keep[i] = True
-            prev_gripper = float(act[6])
-    return keep
-
-
-def _quat_xyzw_to_axis_angle(q: np.ndarray) -> np.ndarray:
-    q = np.asarray(q, dtype=np.float64).copy()
-    w = float(np.clip(q[3], -1.0, 1.0))
-    den = np.sqrt(1.0 - w * w)
-    if den < 1e-12:
-        return np.zeros(3)
-    return q[:3] * 2.0 * np.arccos(w) / den
-
-
-# ---------------------------------------------------------------------------------------------- behaviours
-@dataclass(frozen=True)
-class Behaviour:
-    """One rollout behaviour (see the module docstring); ``noise`` only for ``name == "noise"``."""
-
-    name: str
-    noise: float = 0.0
-
-    @property
-    def key(self) -> str:
-        return f"noise{self.noise:g}" if self.name == "noise" else self.name
-
-
-def expand_behaviours(names: Sequence[str], noise_levels: Sequence[float] = ()) -> list[Behaviour]:
-    """Behaviour names + noise levels -> the slot cycle (``noise`` becomes one behaviour per level).
-
-    Noise levels without ``noise`` among the names add it; ``noise`` without levels is an error.
-    """
-    names = [str(n).strip().lower() for n in names if str(n).strip()]
-    bad = [n for n in names if n not in BEHAVIOURS]
-    if bad or not names:
-        raise ValueError(f"behaviours={list(names)!r}; expected a non-empty list of {list(BEHAVIOURS)}")
-    levels = []
-    for x in noise_levels:
-        if isinstance(x, bool) or not isinstance(x, (int, float)) or not np.isfinite(x) or not 0 < float(x) <= 2.0:
-            raise ValueError(f"noise_levels contains {x!r}; expected floats in (0, 2] (action-noise std)")
-        levels.append(float(x))
-    if levels and "noise" not in names:
-        names.append("noise")
-    if "noise" in names and not levels:
-        raise ValueError("behaviour 'noise' needs noise_levels, e.g. --noise-levels 0.1,0.3,0.6")
-    out: list[Behaviour] = []
-    for n in dict.fromkeys(names):
-        out.extend([Behaviour("noise", lv) for lv in dict.fromkeys(levels)] if n == "noise" else [Behaviour(n)])
-    return out
-
-
-class BehaviourPolicy:
-    """Wraps a policy with a :class:`Behaviour`; ``finished`` asks the recorder to end the episode.
-
-    ``source`` is what produced the last action: ``"policy"``, ``"noise"``, ``"random"`` or ``"zero"``.
-    ``plan`` holds the behaviour's random draws (recorded with the episode).
-    """
-
-    def __init__(self, base: Policy | None, behaviour: Behaviour, seed: int) -> None:
-        self.base = base
-        self.behaviour = behaviour
-        self.rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0xBE4A])
-        b, r = behaviour.name, self.rng
-        self.plan: dict[str, Any] = {}
-        if b == "cut":
-            self.plan = {
-                "cut_step": int(round(r.uniform(*CUT_FRACTION) * NOMINAL_LENGTH)),
-                "tail": "zero" if r.uniform() < 0.5 else "random",
-                "tail_steps": int(r.integers(TAIL_STEPS[0], TAIL_STEPS[1] + 1)),
-            }
-        elif b == "burst":
-            self.plan = {
-                "burst_start": int(round(r.uniform(*BURST_START_FRACTION) * NOMINAL_LENGTH)),
-                "burst_steps": int(r.integers(BURST_STEPS[0], BURST_STEPS[1] + 1)),
-            }
-        elif b in ("random", "zero"):
-            self.plan = {"segment_steps": int(r.integers(SEGMENT_STEPS[0], SEGMENT_STEPS[1] + 1))}
-        if b == "noise":
-            self.plan = {"noise_level": behaviour.noise}
-        self.t = 0
-        self.source = "policy"
-        self._prev = np.zeros(7)
-        self._prev[6] = -1.0
-
-    @property
-    def finished(self) -> bool:
-        p, b = self.plan, self.behaviour.name
-        if b == "cut":
-            return self.t >= p["cut_step"] + p["tail_steps"]
-        if b in ("random", "zero"):
-            return self.t >= p["segment_steps"]
-        return False
-
-    def reset(self) -> None:
-        if self.base is not None and self.behaviour.name not in ("random", "zero"):
-            self.base.reset()
-        self.t = 0
-        self._prev = np.zeros(7)
-        self._prev[6] = -1.0
-
-    def _random(self) -> np.ndarray:
-        a = self._prev.copy() if self.source == "random" else np.zeros(7)
-        a[:6] = np.clip(RANDOM_RHO * a[:6] + self.rng.normal(0.0, RANDOM_SIGMA, 6), -1.0, 1.0)
-        a[6] = self._prev[6] if self.rng.uniform() >= RANDOM_GRIPPER_FLIP else -self._prev[6]
-        return a
-
-    def act(self, obs: Any) -> np.ndarray:
-        b, p, t = self.behaviour.name, self.plan, self.t
-        if b == "zero" or (b == "cut" and t >= p["cut_step"] and p["tail"] == "zero"):
-            a, src = np.zeros(7), "zero"
-            a[6] = self._prev[6] if b == "cut" else -1.0
-        elif b == "random" or (b == "cut" and t >= p["cut_step"]):
-            a, src = self._random(), "random"
-        else:
-            a = np.asarray(self.base.act(obs), dtype=np.float64).copy()  # type: ignore[union-attr]
-            src = "policy"
-            if b == "noise":
-                a[:6] = np.clip(a[:6] + self.rng.normal(0.0, self.behaviour.noise, 6), -1.0, 1.0)
-                src = "noise"
-            elif b == "burst" and p["burst_start"] <= t < p["burst_start"] + p["burst_steps"]:
-                a, src = self._random(), "random"
-        self.source = src
-        self._prev = a
-        self.t += 1
-        return np.clip(a, -1.0, 1.0).astype(np.float32)
-
-
-# ---------------------------------------------------------------------------------------------- rollout
-@dataclass
-class EpisodeResult:
-    success: bool
-    steps: int
-    episode: Episode
-    sources: list[str] = field(default_factory=list)
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-def rollout(
-    env: Any, policy: Policy, *, seed: int, init_state_id: int | None = None, options: dict[str, Any] | None = None
-) -> EpisodeResult:
-    """Run one episode and record observations (taken before each action), states and actions.
-
-    ``options`` are the env's reset options (default ``{"init_state_id": init_state_id}``). A policy with a true
-    ``finished`` attribute ends the episode early (not a success unless the env said so).
-    """
-    u = env.unwrapped
-    if options is None:
-        options = {"init_state_id": init_state_id}
-    obs, reset_info = env.reset(seed=seed, options=options)
-    policy.reset()
-    rec: dict[str, list] = {k: [] for k in ("a", "s", "rs", "img", "wrist", "ee", "grip", "joint")}
-    sources: list[str] = []
-    success = False
-    while not getattr(policy, "finished", False) or not rec["a"]:
-        raw = u.raw_observation
-        rec["s"].append(np.asarray(u.get_sim_state(), dtype=np.float64))
-        rec["rs"].append(np.concatenate([raw["robot0_gripper_qpos"], raw["robot0_eef_pos"], raw["robot0_eef_quat"]]))
-        rec["ee"].append(np.concatenate([raw["robot0_eef_pos"], _quat_xyzw_to_axis_angle(raw["robot0_eef_quat"])]))
-        rec["grip"].append(np.asarray(raw["robot0_gripper_qpos"], dtype=np.float64))
-        rec["joint"].append(np.asarray(raw["robot0_joint_pos"], dtype=np.float64))
-        rec["img"].append(obs["image"])
-        if "wrist_image" in obs:
-            rec["wrist"].append(obs["wrist_image"])
-        a = np.asarray(policy.act(obs), dtype=np.float32)
-        sources.append(str(getattr(policy, "source", "policy")))
-        rec["a"].append(a.astype(np.float64))
-        obs, _, terminated, truncated, info = env.step(a)
-        if terminated or truncated:
-            success = bool(info.get("is_success", False))
-            break
-    init_id = reset_info.get("init_state_id", options.get("init_state_id"))
-    ep = Episode(
-        actions=np.stack(rec["a"]),
-        states=np.stack(rec["s"]),
-        robot_states=np.stack(rec["rs"]),
-        agentview_rgb=np.stack(rec["img"]),
-        eye_in_hand_rgb=np.stack(rec["wrist"]) if rec["wrist"] else None,
-        ee_states=np.stack(rec["ee"]),
-        gripper_states=np.stack(rec["grip"]),
-        joint_states=np.stack(rec["joint"]),
-        attrs={"init_state_id": -1 if init_id is None else int(init_id), "seed": int(seed)},
-    )
-    return EpisodeResult(success, len(ep), ep, sources, dict(reset_info))
 
 
 def _segments(sources: Sequence[str]) -> list[list[Any]]:
@@ -324,12 +96,6 @@ def _segments(sources: Sequence[str]) -> list[list[Any]]:
         else:
             out.append([s, i, i + 1])
     return out
-
-
-def _atomic_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
-    os.replace(tmp, path)
 
 
 def _slot_seed(base_seed: int, task_id: int, slot: int, attempt: int) -> int:
@@ -415,16 +181,8 @@ class Recorder:
         self.cfg.out = Path(config.out)
         self.behaviours = expand_behaviours(config.behaviours, config.noise_levels)
         self.policy_factory = policy_factory
-        self.make_env = make_env or self._gym_make
+        self.make_env = make_env or gym_make_env
         self.progress = progress
-
-    @staticmethod
-    def _gym_make(suite: str, task_id: int, resolution: int, wrist: bool) -> Any:
-        import gymnasium as gym
-
-        import wvla_gym  # noqa: F401  (registers the env id)
-
-        return gym.make(ENV_ID, task_suite=suite, task_id=task_id, resolution=resolution, wrist=wrist)
 
     # ------------------------------------------------------------------ paths
     @property
@@ -461,7 +219,7 @@ class Recorder:
         """A folder from the recorder before run identities: adopt it when its manifest matches this run."""
         if not self.manifest_path.exists():
             return False
-        m = json.loads(self.manifest_path.read_text())
+        m = read_json(self.manifest_path)
         c = self.cfg
         same = all(m.get(k) == getattr(c, k) for k in ("suite", "resolution", "seed", "wrist", "noop_filter", "max_attempts"))
         same = same and m.get("first_init_state", 0) == c.first_init_state and m.get("policy", {}) == (c.policy_info or {})
@@ -494,7 +252,7 @@ class Recorder:
 
         m: dict[str, Any] = {"tasks": {}}
         if self.manifest_path.exists():
-            m = json.loads(self.manifest_path.read_text())
+            m = read_json(self.manifest_path)
             # Tasks finished before episodes_per_task was a per-task field carry the folder's old count.
             for entry in m.get("tasks", {}).values():
                 entry.setdefault("episodes_per_task", m.get("episodes_per_task"))
@@ -563,7 +321,7 @@ class Recorder:
             if p.name.startswith("."):
                 continue  # a temporary file left by a kill
             if p.name.endswith(".failed.json"):
-                slots[int(p.name[3:8])] = json.loads(p.read_text())
+                slots[int(p.name[3:8])] = read_json(p)
             elif p.suffix == ".hdf5":
                 with h5py.File(p, "r") as f:
                     slots[int(p.name[3:8])] = json.loads(f["data"].attrs["slot_info"])
@@ -618,7 +376,7 @@ class Recorder:
         for info in failed:
             marker = staging / f"ep_{int(info['slot']):05d}.failed.json"
             if not marker.exists():
-                _atomic_json(marker, info)
+                atomic_write_json(marker, info, newline=False, indent=2, sort_keys=True)
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> dict[str, Any]:
@@ -697,7 +455,7 @@ class Recorder:
             **self._task_summary(slots),
         }
         manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-        _atomic_json(self.manifest_path, manifest)
+        atomic_write_json(self.manifest_path, manifest, newline=False, indent=2, sort_keys=True)
 
     def slot_start(self, slot: int, n_init: int) -> dict[str, Any]:
         """The reset options of a slot: a fixed init state while one is left, else a fresh placement."""
@@ -754,7 +512,7 @@ class Recorder:
             atomic_write_hdf5(staging / f"ep_{slot:05d}.hdf5", fill)
             return info
         info = {"slot": slot, "kept": False, "behaviour": behaviour.key, "attempts": attempts}
-        _atomic_json(staging / f"ep_{slot:05d}.failed.json", info)
+        atomic_write_json(staging / f"ep_{slot:05d}.failed.json", info, newline=False, indent=2, sort_keys=True)
         return info
 
 
@@ -772,59 +530,3 @@ def record(
     make_env = kwargs.pop("make_env", None)
     cfg = RecordConfig(suite, parse_tasks(tasks, suite), episodes_per_task, resolution, Path(out), **kwargs)
     return Recorder(cfg, policy_factory, make_env=make_env, progress=progress).run()
-
-
-# ---------------------------------------------------------------------- replay
-def replay_file(
-    src: str | os.PathLike,
-    dst: str | os.PathLike,
-    *,
-    resolution: int,
-    suite: str,
-    task_id: int,
-    wrist: bool = True,
-    make_env: Callable[..., Any] | None = None,
-    progress: bool = True,
-) -> int:
-    """Re-render a demo file's images from its ``states`` at another resolution (atomic; skips if done).
-
-    Works on our files and on official LIBERO files (whose images are upside down: the output is rotated
-    like the env's observations and marked so). Returns the number of demos written.
-    """
-    from tqdm.auto import tqdm
-
-    h5py = require_h5py()
-    dst = Path(dst)
-    if dst.exists():
-        with h5py.File(dst, "r") as f:
-            return len(demo_names(f["data"]))
-    env = (make_env or Recorder._gym_make)(suite, task_id, resolution, wrist)
-    try:
-        u = env.unwrapped
-        env.reset(seed=0, options={"init_state_id": 0})  # builds the simulator
-        with h5py.File(src, "r") as fsrc:
-            names = demo_names(fsrc["data"])
-            src_attrs = {k: fsrc["data"].attrs[k] for k in fsrc["data"].attrs}
-
-            def fill(f):
-                data = f.create_group("data")
-                for n in tqdm(names, desc=f"replay {Path(src).name}", unit="demo", disable=not progress):
-                    ep = read_demo(fsrc["data"][n])
-                    imgs, wrists = [], []
-                    for s in ep.states:
-                        obs = u.set_sim_state(s)
-                        imgs.append(obs["image"])
-                        if "wrist_image" in obs:
-                            wrists.append(obs["wrist_image"])
-                    ep.agentview_rgb = np.stack(imgs)
-                    ep.eye_in_hand_rgb = np.stack(wrists) if wrists else None
-                    write_demo(data.create_group(n), ep, success=bool(np.asarray(fsrc["data"][n]["dones"])[-1]))
-                write_file_attrs(data, {k: v for k, v in src_attrs.items()})
-                data.attrs["resolution"] = resolution
-                data.attrs[ROTATED_ATTR] = True
-                data.attrs["replayed_from"] = str(Path(src).name)
-
-            atomic_write_hdf5(dst, fill)
-        return len(names)
-    finally:
-        env.close()

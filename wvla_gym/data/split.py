@@ -1,4 +1,4 @@
-"""WorldVLA's deterministic train / val_ind / val_ood split (reference §12).
+"""WorldVLA's deterministic train / val_ind / val_ood split (docs/protocol.md §12).
 
 * Tasks sorted by name; tasks with index ``>= ceil(0.9 * n_tasks)`` form ``val_ood`` (the last ~10 %).
 * Within every other task, trajectories sorted lexicographically as strings (``demo_0, demo_1, demo_10, ...``,

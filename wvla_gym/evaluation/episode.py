@@ -1,14 +1,18 @@
-"""One evaluation episode, the same for every backend.
+"""One episode, the same for every backend, the recorder and the demo.
 
-:class:`EpisodeRun` holds the protocol of one episode: its record (the fields of ``results.RECORD_FIELDS``),
-the init-state check after reset, action recording, frames for videos, the success flag, the hard step cap and
-error records carrying the exception's own traceback. Backends only decide where and when its steps happen:
+:func:`play_episode` is THE episode loop (reset the env, then the policy; act and step until the env ends the
+episode); whoever needs more than the loop watches it through :class:`EpisodeObserver` hooks instead of writing
+another loop. :class:`EpisodeRun` is the evaluation's observer: it holds the protocol of one episode, its record
+(the fields of ``results.RECORD_FIELDS``), the init-state check after reset, action recording, frames for
+videos, the success flag, the hard step cap and error records carrying the exception's own traceback. Backends
+only decide where and when its steps happen:
 
-* :func:`run_episode` drives one env and one policy to the end (sync backend, Ray actors, vector workers);
+* :func:`run_episode` plays one env and one policy to the end (sync backend, Ray actors, vector workers);
 * the batched backend keeps one :class:`EpisodeRun` per slot of a vector env and feeds it the slot's reset,
   action and step results.
 
-So a step-cap message, an error record or ``record_actions`` cannot differ between backends.
+So a step-cap message, an error record or ``record_actions`` cannot differ between backends. The recorder
+(``wvla_gym.data.capture``) and ``wvla-gym demo`` are observers of the same loop.
 """
 
 from __future__ import annotations
@@ -16,12 +20,15 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from wvla_gym.evaluation.config import EpisodeJob, EvalConfig, env_spec_for, make_env
-from wvla_gym.evaluation.policies import PolicyFactory, act_policies, check_policy, reset_policy
+from wvla_gym.evaluation.policies import act_policies, check_policy, reset_policy
+from wvla_gym.policy import PolicyFactory
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +58,68 @@ def step_cap_for(config: EvalConfig) -> int:
     return 4 * config.step_limit() + 100
 
 
-class EpisodeRun:
+class EpisodeObserver:
+    """Hooks :func:`play_episode` calls; each does nothing unless overridden."""
+
+    def on_reset(self, obs: Any, info: Any) -> None:
+        """The env reset to ``obs, info`` (the policy is reset too)."""
+
+    def on_action(self, obs: Any, action: Any) -> None:
+        """The policy chose ``action`` for ``obs``; the env has not stepped yet (its state is still ``obs``'s)."""
+
+    def on_step(self, obs: Any, action: Any, reward: float, terminated: bool, truncated: bool, info: Any) -> None:
+        """The env stepped with ``action`` and returned ``obs, reward, terminated, truncated, info``."""
+
+    def wants_stop(self) -> bool:
+        """``True`` ends the episode before the next action (after at least one step; never a success)."""
+        return False
+
+
+def episode_success(terminated: bool, info: Any) -> bool:
+    """The env's ``info["is_success"]`` when it reports one, else ``terminated``."""
+    success = info.get("is_success") if isinstance(info, dict) else None
+    return bool(terminated if success is None else success)
+
+
+@dataclass
+class EpisodeEnd:
+    """How :func:`play_episode` ended: steps taken, success, the reset's and the last step's info."""
+
+    steps: int
+    success: bool
+    reset_info: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    stopped: bool = False  # an observer ended the episode before the env did
+
+
+def play_episode(env: Any, policy: Any, *, seed: int | None, options: dict[str, Any] | None,
+                 policy_seed: int | None = None, observers: Sequence[EpisodeObserver] = ()) -> EpisodeEnd:
+    """THE episode loop: reset the env, then the policy (it may read the new scene); act and step until the env
+    ends the episode or an observer's ``wants_stop``. Policy and env errors propagate (callers record them)."""
+    obs, info = env.reset(seed=seed, options=options)
+    reset_info = dict(info) if isinstance(info, dict) else {}
+    reset_policy(policy, policy_seed)
+    for o in observers:
+        o.on_reset(obs, info)
+    steps = 0
+    while True:
+        if steps and any(o.wants_stop() for o in observers):
+            return EpisodeEnd(steps, False, reset_info, dict(info) if isinstance(info, dict) else {}, stopped=True)
+        action = act_policies([policy], [obs])[0]
+        if isinstance(action, BaseException):
+            raise action
+        for o in observers:
+            o.on_action(obs, action)
+        obs, reward, terminated, truncated, info = env.step(action)
+        steps += 1
+        for o in observers:
+            o.on_step(obs, action, reward, terminated, truncated, info)
+        if terminated or truncated:
+            return EpisodeEnd(steps, episode_success(terminated, info), reset_info,
+                              dict(info) if isinstance(info, dict) else {})
+
+
+class EpisodeRun(EpisodeObserver):
     """The record of one episode as it runs (see the module docstring)."""
 
     def __init__(self, job: EpisodeJob, config: EvalConfig, *, step_cap: int | None = None) -> None:
@@ -107,12 +175,21 @@ class EpisodeRun:
         if self.record_frames:
             self.frames.append(np.asarray(obs["image"]))
         if terminated or truncated:
-            success = info.get("is_success") if isinstance(info, dict) else None
-            self.rec["success"] = bool(terminated if success is None else success)
+            self.rec["success"] = episode_success(terminated, info)
             return True
         if self.rec["steps"] >= self.step_cap:
             raise step_cap_error(self.step_cap)
         return False
+
+    # ------------------------------------------------------------------ as an observer of play_episode
+    def on_reset(self, obs: Any, info: Any) -> None:
+        self.started(obs, info)
+
+    def on_action(self, obs: Any, action: Any) -> None:
+        self.acted(action)
+
+    def on_step(self, obs: Any, action: Any, reward: float, terminated: bool, truncated: bool, info: Any) -> None:
+        self.stepped(obs, terminated, truncated, info)  # raises past the hard step cap
 
     def finish(self, exc: BaseException | None = None, *, gl_backend: str | None = None) -> dict[str, Any]:
         """Close the record (an exception makes it an error, never a failure) and return it."""
@@ -150,17 +227,8 @@ def run_episode(env: Any, policy: Any, job: EpisodeJob, config: EvalConfig,
     """Run one protocol episode to its end; policy/env errors go into the record, never raise."""
     ep = EpisodeRun(job, config, step_cap=step_cap)
     try:
-        reset_policy(policy, job.policy_seed)
-        obs, info = env.reset(seed=job.reset_seed, options=job.reset_options())
-        ep.started(obs, info)
-        while True:
-            action = act_policies([policy], [obs])[0]
-            if isinstance(action, BaseException):
-                raise action
-            ep.acted(action)
-            obs, _, terminated, truncated, info = env.step(action)
-            if ep.stepped(obs, terminated, truncated, info):
-                break
+        play_episode(env, policy, seed=job.reset_seed, options=job.reset_options(), policy_seed=job.policy_seed,
+                     observers=[ep])
     except Exception as exc:  # recorded, never silent
         return ep.finish(exc, gl_backend=gl_backend_of(env)), ep.frames
     return ep.finish(gl_backend=gl_backend_of(env)), ep.frames

@@ -1,6 +1,6 @@
 """Success-rate statistics and imagined-vs-real agreement metrics (numpy; scipy only for Kruskal–Wallis).
 
-Conventions (see ``../shared/reference/world-model-evaluators.md``):
+Conventions (see ``docs/protocol.md``, "Evaluation conventions"):
 
 * Paired vectors are always passed **imagined first, real second**, the argument order of SimplerEnv's
   ``tools/calc_metrics.py`` (``mean_maximum_rank_violation(SIMPLER_PERF, REAL_PERF)``). MMRV is asymmetric:

@@ -214,6 +214,6 @@ def summarize(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
 
 def write_summary(path: str | os.PathLike, summary: dict[str, Any]) -> None:
     """Write JSON atomically (unique temp file + rename) so a kill never leaves a half summary."""
-    from wvla_gym.utils.run_identity import atomic_write_text
+    from wvla_gym.utils.io import atomic_write_json
 
-    atomic_write_text(path, json.dumps(summary, indent=2, default=_json_default) + "\n")
+    atomic_write_json(path, summary, indent=2, default=_json_default)

@@ -17,7 +17,6 @@ import json
 import os
 import pickle
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import fields, is_dataclass
 from pathlib import Path
@@ -25,7 +24,8 @@ from typing import Any
 
 import torch
 
-from wvla_gym.utils.run_identity import atomic_write, atomic_write_text, claim_run, path_digest
+from wvla_gym.utils.io import atomic_path, atomic_write, atomic_write_text
+from wvla_gym.utils.run_identity import claim_run, path_digest
 
 CKPT = "ckpt"
 STATE = "train_state.pt"
@@ -145,14 +145,5 @@ def atomic_save_safetensors(tensors: Mapping[str, torch.Tensor], path: str | os.
     """``safetensors.torch.save_file`` to a temp file in the same folder, then ``os.replace``."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))

@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from wvla_gym.judge import CONFIG_NAME, WEIGHTS_NAME, ClassifierJudge
-from wvla_gym.protocol import DUMMY_ACTION
+from wvla_gym.judge import CONFIG_NAME, WEIGHTS_NAME, ClassifierJudge, FitStep, fit_classifier_judge
 from wvla_gym.utils.images import resize_uint8
-from wvla_gym.utils.run_identity import atomic_write_text, path_digest
+from wvla_gym.utils.io import atomic_write_text
+from wvla_gym.utils.run_identity import path_digest
 
 from .checkpoint import (
     CKPT,
@@ -76,10 +76,13 @@ def imagined_replays(checkpoint: str, episodes: list[tuple[str, str, np.ndarray]
                      progress: bool = True) -> list[np.ndarray]:
     """Per episode ``(T, R, R, 3)``: frame t+1 imagined open loop from recorded frame 0 and actions 0..t.
 
-    Episodes run in lockstep batches (one batched ``imagine`` call per step); finished ones hold still.
+    Up to ``batch_size`` episodes run in lockstep (:func:`wvla_gym.evaluation.world_model_metrics.open_loop_rollouts`,
+    one batched ``imagine`` call per step); a world model with a history sees the replay's last pairs, as in
+    the env.
     """
     from tqdm.auto import tqdm
 
+    from wvla_gym.evaluation.world_model_metrics import open_loop_rollouts
     from wvla_gym.runtime import WorldVLARuntime
 
     rt = WorldVLARuntime.from_pretrained(checkpoint)
@@ -88,16 +91,11 @@ def imagined_replays(checkpoint: str, episodes: list[tuple[str, str, np.ndarray]
     for b0 in range(0, len(episodes), batch_size):
         chunk = episodes[b0 : b0 + batch_size]
         acts = [_episode_actions(p, d) for p, d, _ in chunk]
-        start = np.stack([resize_uint8(frames[:1], r)[0] for _, _, frames in chunk])
+        starts = [resize_uint8(frames[:1], r)[0] for _, _, frames in chunk]
         steps = max(len(a) for a in acts)
-        frames_out = np.zeros((len(chunk), steps, r, r, 3), np.uint8)
-        a_all = np.stack([np.stack([x[t] if t < len(x) else DUMMY_ACTION for t in range(steps)]) for x in acts])
-        wh = rt.world_history  # a world model with a history sees the replay's last pairs, as in the env
-        for t in tqdm(range(steps), desc=f"imagine replays {b0}-{b0 + len(chunk)}", disable=not progress):
-            lo = max(0, t + 1 - wh)  # frames lo..t of [start, imagined 0, imagined 1, ...]
-            past = np.stack([start if j == 0 else frames_out[:, j - 1] for j in range(lo, t + 1)], axis=1)
-            frames_out[:, t] = rt.imagine(past, a_all[:, lo : t + 1])
-        out.extend(frames_out[i, : len(acts[i])] for i in range(len(chunk)))
+        with tqdm(total=steps, desc=f"imagine replays {b0}-{b0 + len(chunk)}", disable=not progress) as bar:
+            out.extend(open_loop_rollouts(rt.imagine, starts, acts, horizon=max(steps, 1), history=rt.world_history,
+                                          on_step=lambda _t: bar.update(1), action_dtype=np.float64))
     return out
 
 
@@ -129,69 +127,54 @@ def _save_judge_checkpoint(out: Path, judge: ClassifierJudge, opt, sched, step: 
 
 
 def fit_judge(x_all: np.ndarray, labels: np.ndarray, cfg: JudgeTrainConfig, out: Path) -> ClassifierJudge:
-    """:func:`wvla_gym.judge.train_classifier_judge` (same init, batches and schedule for ``cfg.seed``), with
-    atomic checkpoints in ``<out>/ckpt`` every ``checkpoint_every`` steps and resumption from the latest one.
+    """:func:`wvla_gym.judge.fit_classifier_judge` (the library's loop: same init, batches and schedule for
+    ``cfg.seed``), with atomic checkpoints in ``<out>/ckpt`` every ``checkpoint_every`` steps, resumption from
+    the latest one and a JSONL log.
 
     The shuffling generator's state at the start of the current epoch is checkpointed, so a resumed run redraws
     that epoch's order and skips the batches already done.
     """
-    import torch.nn.functional as F
     from tqdm.auto import tqdm
 
-    y_all = np.asarray(labels).astype(np.float32).reshape(-1)
-    g = torch.Generator().manual_seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    judge = ClassifierJudge(input_size=cfg.input_size, channels=CHANNELS, threshold=cfg.threshold)
-    n_pos = float(y_all.sum())
-    pw = torch.tensor((len(y_all) - n_pos) / n_pos if n_pos > 0 else 1.0)
-    opt = torch.optim.AdamW(judge.parameters(), lr=cfg.lr, weight_decay=WEIGHT_DECAY)
-    per_epoch = -(-len(y_all) // cfg.batch_size)
+    per_epoch = -(-len(np.asarray(labels).reshape(-1)) // cfg.batch_size)
     total = cfg.epochs * per_epoch
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(total, 1))
-    start = 0
-    ck = latest_checkpoint(out)
-    if ck is not None:
-        judge.load_state_dict(ClassifierJudge.from_pretrained(ck).state_dict())
-        state = safe_load(ck / STATE)
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        g.set_state(state["epoch_rng"])
-        torch.set_rng_state(state["torch_rng"])
-        start = int(state["step"])
-    truncate_log(out / JUDGE_LOG, start)  # steps after the checkpoint are redone: log each step once
     end = total if cfg.stop_at is None else min(total, cfg.stop_at)
-    judge.train()
-    bar = tqdm(total=end, initial=start, desc="train judge", mininterval=5, disable=not cfg.progress)
-    step = start
-    with open(out / JUDGE_LOG, "a", encoding="utf-8") as log:
-        for epoch in range(start // per_epoch, cfg.epochs):
-            if step >= end:
-                break
-            epoch_rng = g.get_state()  # checkpointed: a resume redraws this epoch's order from it
-            order = torch.randperm(len(y_all), generator=g).numpy()
-            for b in range(step - epoch * per_epoch, per_epoch):
-                if step >= end:
-                    break
-                idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-                x = judge.preprocess(x_all[idx])
-                y = torch.from_numpy(y_all[idx])
-                loss = F.binary_cross_entropy_with_logits(judge(x), y, pos_weight=pw)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                if step % cfg.log_every == 0 or step == total - 1:
-                    log.write(json.dumps({"step": step, "epoch": epoch, "loss": round(loss.item(), 6),
-                                          "lr": sched.get_last_lr()[0]}) + "\n")
-                    log.flush()
-                step += 1
-                bar.update(1)
-                if step % cfg.checkpoint_every == 0 or step == end:
-                    # at an epoch's end the next epoch starts from the generator's current state
-                    _save_judge_checkpoint(out, judge, opt, sched, step,
-                                           g.get_state() if step % per_epoch == 0 else epoch_rng)
-    bar.close()
-    return judge.eval()
+    run: dict[str, Any] = {}
+
+    def resume(judge: ClassifierJudge, opt: Any, sched: Any, g: torch.Generator) -> int:
+        start = 0
+        ck = latest_checkpoint(out)
+        if ck is not None:
+            judge.load_state_dict(ClassifierJudge.from_pretrained(ck).state_dict())
+            state = safe_load(ck / STATE)
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            g.set_state(state["epoch_rng"])
+            torch.set_rng_state(state["torch_rng"])
+            start = int(state["step"])
+        truncate_log(out / JUDGE_LOG, start)  # steps after the checkpoint are redone: log each step once
+        run.update(judge=judge, opt=opt, sched=sched, log=open(out / JUDGE_LOG, "a", encoding="utf-8"),  # noqa: SIM115
+                   bar=tqdm(total=end, initial=start, desc="train judge", mininterval=5, disable=not cfg.progress))
+        return start
+
+    def after_step(s: FitStep) -> None:
+        if s.step % cfg.log_every == 0 or s.step == total - 1:
+            run["log"].write(json.dumps({"step": s.step, "epoch": s.epoch, "loss": round(s.loss, 6), "lr": s.lr}) + "\n")
+            run["log"].flush()
+        done = s.step + 1
+        run["bar"].update(1)
+        if done % cfg.checkpoint_every == 0 or done == end:
+            _save_judge_checkpoint(out, run["judge"], run["opt"], run["sched"], done, s.resume_rng)
+
+    try:
+        return fit_classifier_judge(x_all, labels, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                                    weight_decay=WEIGHT_DECAY, input_size=cfg.input_size, channels=CHANNELS,
+                                    threshold=cfg.threshold, seed=cfg.seed, resume=resume, stop_at=cfg.stop_at,
+                                    after_step=after_step)
+    finally:
+        if "log" in run:
+            run["log"].close()
+            run["bar"].close()
 
 
 def train_judge(cfg: JudgeTrainConfig) -> dict[str, Any]:

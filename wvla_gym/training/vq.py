@@ -22,7 +22,8 @@ from transformers import ChameleonVQVAEConfig
 
 from wvla_gym.model.image_tokenizer import ChameleonVQGAN, pixels_to_tensor, tensor_to_pixels
 from wvla_gym.utils.images import psnr_per_image, resize_uint8
-from wvla_gym.utils.run_identity import atomic_write_text, path_digest
+from wvla_gym.utils.io import atomic_write_text
+from wvla_gym.utils.run_identity import path_digest
 
 from .checkpoint import (
     CKPT,

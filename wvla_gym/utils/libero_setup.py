@@ -23,7 +23,7 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-#: The stack measured to install and render headless offline (../shared/reference/libero-install.md).
+#: The stack measured to install and render headless offline (docs/protocol.md, "Software stack").
 #: These silently change results, so they are pinned in pyproject's ``libero`` extra and checked at run time.
 PINNED_VERSIONS: dict[str, str] = {
     "mujoco": "3.3.2",

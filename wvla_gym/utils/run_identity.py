@@ -16,39 +16,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
+
+from wvla_gym.utils.io import atomic_write_json, read_json
 
 IDENTITY_FILE = "run_identity.json"
 
 
 class RunIdentityError(ValueError):
     """Resuming into a folder whose recorded settings differ from this run's."""
-
-
-def atomic_write(path: str | os.PathLike, fill: Callable[[IO[Any]], Any], *, binary: bool = False) -> None:
-    """Let ``fill(f)`` write a temp file in ``path``'s folder, then ``os.replace`` it onto ``path``: a kill leaves
-    the old file or the new one, never a torn one. Concurrent writers never share a temp file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb" if binary else "w") as f:
-            fill(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (see :func:`atomic_write`)."""
-    atomic_write(path, lambda f: f.write(text))
 
 
 def path_digest(path: str | os.PathLike, *, chunk: int = 1 << 20) -> str:
@@ -84,9 +62,9 @@ def read_identity(out: str | os.PathLike) -> dict[str, Any] | None:
     if not p.exists():
         return None
     try:
-        return json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise RunIdentityError(f"{p} is not valid JSON ({e}); delete it or pass --restart to start over") from e
+        return read_json(p)
+    except ValueError as e:
+        raise RunIdentityError(f"{e}; delete it or pass --restart to start over") from e
 
 
 def claim_run(
@@ -134,5 +112,5 @@ def claim_run(
                 "--restart to delete its results and start over"
             )
         return stored
-    atomic_write_text(out / IDENTITY_FILE, json.dumps(new, indent=2, sort_keys=True) + "\n")
+    atomic_write_json(out / IDENTITY_FILE, new, indent=2, sort_keys=True)
     return new
