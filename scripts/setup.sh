@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 VENV=${WVLA_VENV:-$ROOT/.venv}
-EXTRAS=${WVLA_EXTRAS:-libero,sb3,ray,dev}
+EXTRAS=${WVLA_EXTRAS:-libero,sb3,ray,dev,openpi}
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 

@@ -3,7 +3,7 @@
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -m "not libero"`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-WVLA_EXTRAS=${WVLA_EXTRAS:-libero,sb3,ray,dev} bash scripts/setup.sh
+WVLA_EXTRAS=${WVLA_EXTRAS:-libero,sb3,ray,dev,openpi} bash scripts/setup.sh
 PY=.venv/bin/python
 echo "[test] ruff"; .venv/bin/ruff check .
 echo "[test] import-linter"; .venv/bin/lint-imports >/dev/null && echo "contracts kept"
