@@ -12,7 +12,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "agreement": ("wvla_gym.cli.agreement", "imagined-vs-real agreement report (Pearson, Spearman, MMRV, kappa)"),
     "wm-eval": ("wvla_gym.cli.wm_eval", "open-loop world-model metrics (PSNR/SSIM per horizon)"),
     "record": ("wvla_gym.cli.record", "record scripted-expert demonstrations in LIBERO's HDF5 layout"),
+    "data": ("wvla_gym.cli.data", "pack recorded demos into compact VQ-code files (what the repo commits) and back"),
     "train": ("wvla_gym.cli.train", "train the VQ tokenizer, the WorldVLA model or the success judge"),
+    "serve": ("wvla_gym.cli.serve", "serve a WorldVLA agent over openpi's websocket policy protocol"),
 }
 
 

@@ -1,4 +1,4 @@
-"""Demo windows -> token sequences for the action model and the world model (protocol §3, §8, §12).
+"""Demo windows -> token sequences for the action model and the world model (docs/protocol.md §3, §8, §12).
 
 Uses the model core's :class:`~wvla_gym.model.processing_worldvla.WorldVLAProcessor` (prompt text, action
 blocks, labels) and an image tokenizer with ``encode(uint8 (B, H, W, 3)) -> ids (B, L)``
@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from wvla_gym.data.codes import stored_codes, vq_sha256
 from wvla_gym.data.dataset import DemoIndex, Source
 
 TASKS = ("action", "world")
@@ -67,6 +68,7 @@ def token_samples(
     view: str = "agentview",
     rotate: bool | None = None,
     batch_size: int = 32,
+    code_tokenizer: Any = None,
 ) -> Iterator[TokenSample]:
     """Yield training samples of the requested ``kinds`` ("action", "world"), demo by demo.
 
@@ -76,6 +78,9 @@ def token_samples(
         image_tokenizer: ``encode(uint8 (B, H, W, 3)) -> ids (B, L)``.
         history, chunk: M and K of the action model.
         world_history: frame-action pairs in a world sample's prompt.
+        code_tokenizer: an ``ImageTokenizer`` (``codes_to_tokens``, ``vqgan``): files unpacked from a code file
+            by the same VQ (:mod:`wvla_gym.data.codes`) then give their stored codes instead of re-encoding the
+            decoded frames, so training sees exactly the codes of the recorded frames.
     """
     kinds = tuple(kinds)
     bad = [k for k in kinds if k not in TASKS]
@@ -84,11 +89,16 @@ def token_samples(
     for name, v in (("history", history), ("chunk", chunk), ("world_history", world_history)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name}={v!r}; expected an int >= 1")
+    digest = None if code_tokenizer is None else vq_sha256(code_tokenizer.vqgan)
     index = DemoIndex(sources, view, rotate)
     try:
         for path, demo, n in index.demos:
             instruction = index.instructions[path]
-            img = tokenize_frames(index.frames(path, demo, 0, n), image_tokenizer, batch_size)
+            codes = stored_codes(index.file(path), demo, view, digest)
+            if codes is not None:
+                img = [[int(x) for x in row] for row in code_tokenizer.codes_to_tokens(codes).tolist()]
+            else:
+                img = tokenize_frames(index.frames(path, demo, 0, n), image_tokenizer, batch_size)
             actions = index.actions(path, demo, 0, n)
             if "action" in kinds:
                 for t in range(0, n - chunk + 1):
