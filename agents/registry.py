@@ -117,7 +117,7 @@ def _resolve_folder_policy(spec: str, policy_kwargs: dict[str, Any], load_now: b
             factory = KNNFactory(path, **policy_kwargs)
         knobs: dict[str, Any] = dict(policy_kwargs)
         if load_now:  # fail fast on a bad folder or option, and record the policy's real knobs
-            knobs.update(factory(_NoEnv()).knobs())
+            knobs.update(factory(_NoEnv()).knobs(), digest=factory.digest())
     except (FileNotFoundError, ValueError, TypeError) as e:
         raise ValueError(f"--policy {spec!r}: {e}") from e
     return ResolvedPolicy(factory, spec, knobs=knobs)

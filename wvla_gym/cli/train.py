@@ -1,4 +1,5 @@
-"""``wvla-gym train {vq,model,judge}``: the three training stages behind the embedded default model.
+"""``wvla-gym train {vq,model,judge,package,bc,knn}``: the training stages behind the embedded default model, and
+the baseline policy families (``bc``: visuomotor behaviour cloning; ``knn``: nearest neighbours on VQ codes).
 
 Examples (the commands that produced ``wvla_gym/assets/default`` are in its README.md)::
 
@@ -9,6 +10,8 @@ Examples (the commands that produced ``wvla_gym/assets/default`` are in its READ
         --vq runs/vq64 --out runs/model --device cuda   # data-parallel; --batch-size stays the global batch
     wvla-gym train judge --data data/obj64 --out runs/judge
     wvla-gym train package --model runs/model/model --judge runs/judge --vq runs/vq64 --out wvla_gym/assets/default
+    wvla-gym train bc --data data/obj64 --out runs/bc --epochs 20 --max-episodes 10   # -> --policy bc:runs/bc
+    wvla-gym train knn --data datasets/libero_object_t0/expert --out runs/knn          # -> --policy knn:runs/knn
 
 Every stage checkpoints into its ``--out`` folder and rerunning the same command resumes it (a kill loses at
 most ``--checkpoint-every`` steps). ``run_identity.json`` there records the settings that change the result
@@ -26,7 +29,14 @@ from typing import Annotated
 
 import tyro
 
-from wvla_gym.training.config import JudgeTrainConfig, ModelTrainConfig, PackageConfig, VQTrainConfig
+from wvla_gym.training.config import (
+    BCTrainConfig,
+    JudgeTrainConfig,
+    KNNTrainConfig,
+    ModelTrainConfig,
+    PackageConfig,
+    VQTrainConfig,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         Annotated[VQTrainConfig, tyro.conf.subcommand("vq")]
         | Annotated[ModelTrainConfig, tyro.conf.subcommand("model")]
         | Annotated[JudgeTrainConfig, tyro.conf.subcommand("judge")]
-        | Annotated[PackageConfig, tyro.conf.subcommand("package")],
+        | Annotated[PackageConfig, tyro.conf.subcommand("package")]
+        | Annotated[BCTrainConfig, tyro.conf.subcommand("bc")]
+        | Annotated[KNNTrainConfig, tyro.conf.subcommand("knn")],
         args=argv,
         prog="wvla-gym train",
     )
@@ -53,6 +65,17 @@ def main(argv: list[str] | None = None) -> int:
             from wvla_gym.training.package import package_model
 
             summary = package_model(cfg)
+        elif isinstance(cfg, BCTrainConfig):
+            from wvla_gym.training.bc import train_bc
+
+            report = train_bc(cfg)
+            summary = {"steps_done": report["steps_done"], "epoch_loss": report["epoch_loss"], "out": cfg.out}
+        elif isinstance(cfg, KNNTrainConfig):
+            from agents.knn import build_index, index_summary
+
+            index = build_index(cfg.data, vq=cfg.vq, chunk=cfg.chunk, history=cfg.history,
+                                max_episodes=cfg.max_episodes, k=cfg.k, temperature=cfg.temperature, noise=cfg.noise)
+            summary = {**index_summary(index), "out": str(index.save(cfg.out))}
         else:
             from wvla_gym.training.judge import train_judge
 

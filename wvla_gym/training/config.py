@@ -156,3 +156,78 @@ class PackageConfig:
     max_mb: float = 30.0
     constrain_actions: bool = True
     """default for WorldVLAAgent(constrain_actions=None): force well-formed action blocks (small models need it)"""
+    share_vq_with: str | None = None
+    """a packaged checkpoint folder with the same VQ (e.g. the default, when packaging its ``world_model/``): the
+    VQ weights are left out and loaded from there (``config.json`` ``vq_weights`` + ``vq_sha256``); the budget
+    ``max_mb`` then counts that folder as a whole"""
+    dtype: str = "float32"
+    """storage dtype of the LM weights: ``float32`` or ``float16`` (the VQ always stays float32; loading on CPU
+    casts float16 back to float32)"""
+
+
+@dataclass
+class BCTrainConfig:
+    """Train a visuomotor behaviour-cloning policy (small ResNet-style CNN on the agent-view image + proprio
+    state -> an action chunk) on LIBERO-layout demo files; the policy after every epoch is kept."""
+
+    data: list[str] = field(default_factory=list)
+    """LIBERO-layout HDF5 demo files or folders of them (code files: ``wvla-gym data unpack`` first)"""
+    out: str = "runs/bc"
+    max_episodes: int | None = None
+    """train on the first N episodes (file / demo order) only: fewer demos give a weaker policy"""
+    resolution: int = 64
+    """image side the policy sees (frames of another size are resized; the policy refuses other sizes)"""
+    chunk: int = 8
+    """actions predicted (and executed open-loop) per observation"""
+    channels: tuple[int, ...] = (32, 64, 128, 256)
+    """one residual stage per entry (ResNet-18's widths / 2); every stage after the first halves the size"""
+    blocks: int = 1
+    """residual blocks per stage (ResNet-18 has 2)"""
+    hidden: int = 256
+    use_state: bool = True
+    """also feed the 8-dim proprio state (eef position, axis-angle, gripper)"""
+    loss: str = "l1"
+    """"l1" or "mse", on actions normalised to the data's min / max"""
+    shift: int = 4
+    """random-shift augmentation: pad by this many pixels and crop back at a random offset (0: off)"""
+    epochs: int = 20
+    """length of the learning-rate schedule; the policy after every epoch is saved under ``epochs/``"""
+    stop_at: int | None = None
+    """stop (checkpoint and write the policy) after this many optimiser steps, keeping the schedule of ``epochs``"""
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup_steps: int = 50
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+    seed: int = 0
+    threads: int = 1
+    log_every: int = 10
+    checkpoint_every: int = 200
+    """a kill loses at most this many optimiser steps (every epoch's end is checkpointed too)"""
+    progress: bool = True
+    restart: bool = False
+    """delete this folder's outputs and start over (otherwise an existing run is resumed, and only with the
+    same settings: a folder made with other settings is refused)"""
+
+
+@dataclass
+class KNNTrainConfig:
+    """Build a nearest-neighbour policy's index: every recorded frame's VQ codes -> the demo's next actions."""
+
+    data: list[str] = field(default_factory=list)
+    """code files (``*.codes.npz``), LIBERO-layout HDF5 demo files (encoded with the VQ) or folders of them"""
+    out: str = "runs/knn"
+    vq: str | None = None
+    """checkpoint folder whose VQ encodes frames (and made the code files); None: the embedded default"""
+    max_episodes: int | None = None
+    """index the first N episodes (file / demo order) only: fewer demos give a weaker policy"""
+    chunk: int = 8
+    """K: actions of the neighbour's demo executed open-loop per lookup"""
+    history: int = 1
+    """frames per key: 1 (the current frame) or 2 (the current and the previous frame)"""
+    k: int = 1
+    """neighbours per lookup (their chunks are averaged, or one is drawn with --temperature)"""
+    temperature: float = 0.0
+    """> 0: draw one of the k neighbours with probability exp(-hamming / temperature) instead of averaging"""
+    noise: float = 0.0
+    """std of Gaussian noise added to the actions (reseeded per episode)"""
