@@ -6,7 +6,7 @@ model, as in an evaluation). The imagined episode succeeds when the env's succes
 rule: the judge's window of recent frames, its threshold) at or before the last recorded action. The same judge
 is also run on the recorded (real) frames with the same rule, so the table separates the judge's own errors from
 the world model's. Paired episodes of a privileged policy (the scripted expert, with or without action noise, cut
-short, random, ...) from the same start: the measure item 4 of issue 14 asks for.
+short, random, ...) from the same start: whether the imagined env's verdicts can stand in for the real ones.
 
     python benchmarks/judge_imagined.py --world-model runs/wm_t0/model --judge runs/judge_t0/ \\
         --data data/t0_heldout data/t0_wm_heldout --out results/judge_imagined_t0.json
@@ -40,14 +40,17 @@ def _confusion(pred: list[bool], real: list[bool]) -> dict:
 
 def _episodes(data: list[str], max_per_file: int | None = None) -> list[dict]:
     from wvla_gym.data.hdf5 import LiberoFile
-    from wvla_gym.training.joint import expand_files
+    from wvla_gym.training.joint_data import expand_files
 
     out = []
     for path in expand_files(data):
         with LiberoFile(path) as f:
             instruction = f.instruction
             for demo in f.demos[:max_per_file]:
+                attrs = f.demo(demo).attrs
+                behaviour = attrs.get("behaviour_name", attrs.get("behaviour", "expert"))
                 out.append({"file": path, "demo": demo, "instruction": instruction, "real_success": f.success(demo),
+                            "behaviour": behaviour.decode() if isinstance(behaviour, bytes) else str(behaviour),
                             "frames": np.ascontiguousarray(f.frames(demo)), "actions": np.asarray(f.actions(demo))})
     return out
 
@@ -64,16 +67,16 @@ def real_verdict(judge, frames: np.ndarray, instruction: str) -> int | None:
     return hit[0] if hit else None
 
 
-def imagined_verdicts(runtime, judge, group: list[dict], resolution: int) -> list[int | None]:
+def imagined_verdicts(runtime, judge, group: list[dict], resolution: int, imagine_from: str = "frames") -> list[int | None]:
     """Replay a group of episodes together; per episode the step at which the imagined env declared success."""
-    from envs.imagined import ImaginedVectorEnv
+    from envs.imagined_vector import ImaginedVectorEnv
     from wvla_gym.utils.images import resize_uint8
 
     n = len(group)
     steps = max(len(e["actions"]) for e in group)
     venv = ImaginedVectorEnv(n, runtime=runtime, autoreset_mode="Disabled", success_judge=judge,
                              resolution=resolution, wrist=False, max_episode_steps=steps + 1,
-                             instruction=group[0]["instruction"])
+                             instruction=group[0]["instruction"], imagine_from=imagine_from)
     starts = [resize_uint8(e["frames"][:1], resolution)[0] for e in group]
     venv.reset(seed=0, options={"image": starts})
     first: list[int | None] = [None] * n
@@ -102,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16, help="episodes stepped together")
     p.add_argument("--max-episodes-per-file", type=int, default=None)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--imagine-from", choices=["frames", "codes"], default="frames",
+                   help="the imagined env's imagine_from: re-encode decoded frames, or feed back generated codes")
     p.add_argument("--out", type=Path, default=Path("results/judge_imagined.json"))
     args = p.parse_args(argv)
     if args.batch_size < 1:
@@ -128,23 +133,31 @@ def main(argv: list[str] | None = None) -> int:
         # one vector env per instruction: the imagined env is built for one task
         for instr in dict.fromkeys(eps[i]["instruction"] for i in idx):
             sub = [i for i in idx if eps[i]["instruction"] == instr]
-            for i, v in zip(sub, imagined_verdicts(runtime, judge, [eps[i] for i in sub], res), strict=True):
+            for i, v in zip(sub, imagined_verdicts(runtime, judge, [eps[i] for i in sub], res, args.imagine_from), strict=True):
                 imagined[i] = v
         print(f"[judge_imagined] {min(b + args.batch_size, len(order))}/{len(order)} episodes, "
               f"{time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     rows = []
     for i, e in enumerate(eps):
         real_hit = real_verdict(judge, resize_uint8(e["frames"], res), e["instruction"])
-        rows.append({"file": os.path.basename(e["file"]), "demo": e["demo"], "steps": len(e["actions"]),
+        rows.append({"file": os.path.basename(e["file"]), "demo": e["demo"], "behaviour": e["behaviour"],
+                     "steps": len(e["actions"]),
                      "real_success": bool(e["real_success"]), "judge_on_real_frames_step": real_hit,
                      "imagined_success_step": imagined[i]})
     real = [r["real_success"] for r in rows]
     report = {
         **rec.facts(),
         "world_model": args.world_model, "judge": args.judge, "data": args.data, "episodes": len(rows),
+        "imagine_from": args.imagine_from,
         "real_successes": int(sum(real)),
         "imagined_vs_real": _confusion([r["imagined_success_step"] is not None for r in rows], real),
         "judge_on_real_frames_vs_real": _confusion([r["judge_on_real_frames_step"] is not None for r in rows], real),
+        # per behaviour: episodes, real successes, imagined successes (random and zero must stay at 0)
+        "by_behaviour": {b: {"episodes": sum(r["behaviour"] == b for r in rows),
+                             "real_successes": sum(r["behaviour"] == b and r["real_success"] for r in rows),
+                             "imagined_successes": sum(r["behaviour"] == b and r["imagined_success_step"] is not None
+                                                       for r in rows)}
+                         for b in sorted({r["behaviour"] for r in rows})},
         "wall_s": round(time.perf_counter() - t0, 1),
         "rows": rows,
     }

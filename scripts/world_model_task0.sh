@@ -1,32 +1,45 @@
 #!/usr/bin/env bash
-# A world-model checkpoint for libero_object task 0 (the embedded default's task), trained to carry a whole
-# episode, and its ablation; stage by stage, each in the background (nohup), each resumable by rerunning it.
+# The embedded default's world model (wvla_gym/assets/default/world_model, libero_object task 0), stage by stage;
+# long stages run in the background (nohup), each resumable by rerunning it.
 #
 #   scripts/world_model_task0.sh STAGE [DATA_ROOT] [RUN_ROOT]      # DATA_ROOT /work/wvla-data, RUN_ROOT /work/wvla-runs
 #
+# The recorded data is committed as VQ codes (datasets/libero_object_t0/, `wvla-gym data pack`): start from
+# `unpack` to rebuild every later stage without recording (training reads the stored codes, so it sees exactly
+# the codes of the recorded frames).
+#
 # Stages:
-#   data      real LIBERO, 64 px, no wrist, one process after the other (as run on 2026-12-01, t0_expert was the
-#             task-0 part of `record --tasks 0-9 ... --out obj64_all`, stopped after task 0, linked as t0_expert):
+#   data      real LIBERO, 64 px, no wrist, two chains of processes (one per core):
 #               DATA_ROOT/t0_expert      30 expert demos on init states 20-49 (the default's training data)
 #               DATA_ROOT/t0_heldout     20 expert demos on init states 0-19 (evaluation only)
 #               DATA_ROOT/t0_wm          40 episodes from fresh, 3 cm-perturbed placements, failures kept, behaviours
 #                                        expert, cut, burst, random, zero, noise 0.1/0.3/0.6 (5 each; seed 0)
-#               DATA_ROOT/t0_wm_heldout  16 more such episodes with seed 1 (other placements; evaluation only)
+#               DATA_ROOT/t0_wm_heldout  24 more such episodes with seed 1 (other placements; evaluation only)
+#   pack      DATA_ROOT/t0_* -> datasets/libero_object_t0/{expert,heldout,wm,wm_heldout}/*.codes.npz (the default's VQ)
+#   unpack    the committed code files -> DATA_ROOT/unpacked/t0_* (frames decoded by the default's VQ, codes stored
+#             beside); to rebuild without recording, run the later stages with DATA_ROOT=<DATA_ROOT>/unpacked
 #   vq        the embedded default's VQGAN written out as a VQ folder (RUN_ROOT/vq_default_t0), so the world model
 #             shares the default's image codes
 #   wm        world model: 4.0 M-parameter LM, 2 frame-action pairs of history, 10 % context-code noise, image
 #             loss weight 1.0 (a world-model checkpoint; the policy keeps the paper's 0.04), 15 of 16 samples per
 #             batch world samples, action bins over everything the data emits (random included)  -> RUN_ROOT/wm_t0
+#             (INIT=<folder>/model warm-starts it from a committed checkpoint: --init-from)
 #   wm-his1   the ablation: the same without history and context noise (nice 19: spare cycles only)  -> RUN_ROOT/wm_t0_his1
 #   (WORKERS=2 before a wm stage trains it data-parallel over 2 CPU processes; a run resumes across worker counts)
-#   eval CKPT open loop on the held-out episodes, h = 1..100, beside the copy-the-start-frame baseline
+#   judge     success judge on VQ-reconstructed frames (DATA_ROOT/unpacked expert + world-model episodes: what the
+#             world model renders is VQ decodes)  -> RUN_ROOT/judge_wm
+#   package CKPT   CKPT (e.g. RUN_ROOT/wm_t0/model) + RUN_ROOT/judge_wm -> wvla_gym/assets/default/world_model
+#             (float16 LM, the default's VQ shared, <= 30 MB for the whole default)
+#   eval [CKPT]    open loop on the held-out expert episodes (h = 1..100, copy-the-start-frame baseline), from
+#             re-encoded frames and from codes; imagined replays of every held-out episode (success judge vs the
+#             real outcome), both ways -> benchmarks/results/world_model_t0/
 #
-# Measured on the shared 2-core machine (1 torch thread each, 2026-12-01): recording ~12 s per expert episode
-# and ~20 s per world-model episode; wm ~2.6 s per step with one process beside another busy one.
+# Measured on the shared 2-core machine (1 torch thread each): recording ~25-45 s per episode beside other jobs
+# (2026-12-06); wm ~1.45 s per step with 2 ranks on an idle machine, ~2.6 s with one process beside a busy one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-STAGE="${1:?usage: scripts/world_model_task0.sh data|vq|wm|wm-his1|eval [DATA_ROOT] [RUN_ROOT]}"
+STAGE="${1:?usage: scripts/world_model_task0.sh data|pack|unpack|vq|wm|wm-his1|judge|package|eval [DATA_ROOT] [RUN_ROOT]}"
 DATA="${2:-/work/wvla-data}"
 RUNS="${3:-/work/wvla-runs}"
 export OMP_NUM_THREADS=1
@@ -36,7 +49,7 @@ REC=(.venv/bin/wvla-gym record --suite libero_object --tasks 0 --resolution 64 -
 WMDATA=(--keep-failures --placement sampled --perturb-radius 0.03
         --behaviours expert,cut,burst,random,zero,noise --noise-levels 0.1,0.3,0.6)
 LM=(--hidden-size 256 --intermediate-size 768 --num-hidden-layers 4 --num-attention-heads 4 --batch-size 16
-    --lr 1e-3 --warmup-steps 100 --steps 2500 --checkpoint-every 100 --log-every 20 --threads 1 --no-progress
+    --lr 1e-3 --warmup-steps 100 --steps 2000 --checkpoint-every 100 --log-every 20 --threads 1 --no-progress
     --split all --world-weight 15 --image-loss-weight 1.0)
 
 train() {  # train OUT NICE ARGS...   (WORKERS=2: data-parallel over 2 CPU processes with torchrun)
@@ -46,19 +59,23 @@ train() {  # train OUT NICE ARGS...   (WORKERS=2: data-parallel over 2 CPU proce
     launch=(.venv/bin/torchrun --standalone --nproc_per_node "$WORKERS" .venv/bin/wvla-gym)
   fi
   nohup nice -n "$nice" "${launch[@]}" train model --data "$DATA/t0_expert/$TASK0" "$DATA/t0_wm/$TASK0" \
-    --vq "$RUNS/vq_default_t0" "${LM[@]}" "$@" --out "$out" >>"$out.log" 2>&1 &
+    --vq "$RUNS/vq_default_t0" "${LM[@]}" ${INIT:+--init-from "$INIT"} "$@" --out "$out" >>"$out.log" 2>&1 &
   echo "started pid $! -> $out (log $out.log)"
 }
 
 case "$STAGE" in
   data)
+    # two chains, one per core: expert demos, then world-model episodes
     nohup bash -c "
       ${REC[*]} --episodes-per-task 30 --first-init-state 20 --out $DATA/t0_expert >>$DATA/t0_expert.log 2>&1
       ${REC[*]} --episodes-per-task 20 --first-init-state 0 --out $DATA/t0_heldout >>$DATA/t0_heldout.log 2>&1
-      ${REC[*]} --episodes-per-task 40 ${WMDATA[*]} --out $DATA/t0_wm >>$DATA/t0_wm.log 2>&1
-      ${REC[*]} --episodes-per-task 16 --seed 1 ${WMDATA[*]} --out $DATA/t0_wm_heldout >>$DATA/t0_wm_heldout.log 2>&1
     " >/dev/null 2>&1 &
-    echo "started pid $! (logs $DATA/t0_*.log)" ;;
+    echo "started pid $! (logs $DATA/t0_expert.log, t0_heldout.log)"
+    nohup bash -c "
+      ${REC[*]} --episodes-per-task 40 ${WMDATA[*]} --out $DATA/t0_wm >>$DATA/t0_wm.log 2>&1
+      ${REC[*]} --episodes-per-task 24 --seed 1 ${WMDATA[*]} --out $DATA/t0_wm_heldout >>$DATA/t0_wm_heldout.log 2>&1
+    " >/dev/null 2>&1 &
+    echo "started pid $! (logs $DATA/t0_wm.log, t0_wm_heldout.log)" ;;
   vq)
     .venv/bin/python - "$RUNS/vq_default_t0" <<'EOF'
 import json, sys
@@ -78,11 +95,37 @@ EOF
     train "$RUNS/wm_t0" 0 --world-history 2 --world-context-noise 0.1 ;;
   wm-his1)
     train "$RUNS/wm_t0_his1" 19 ;;
+  pack)
+    for set in expert heldout wm wm_heldout; do
+      .venv/bin/wvla-gym data pack --data "$DATA/t0_$set" --out "datasets/libero_object_t0/$set"
+    done ;;
+  unpack)
+    for set in expert heldout wm wm_heldout; do
+      .venv/bin/wvla-gym data unpack --data "datasets/libero_object_t0/$set" --out "$DATA/unpacked/t0_$set"
+    done ;;
+  judge)
+    for set in expert wm; do  # VQ-decoded frames: what the world model renders
+      [[ -f "$DATA/unpacked/t0_$set/$TASK0" ]] || \
+        .venv/bin/wvla-gym data unpack --data "datasets/libero_object_t0/$set" --out "$DATA/unpacked/t0_$set"
+    done
+    .venv/bin/wvla-gym train judge --data "$DATA/unpacked/t0_expert/$TASK0" "$DATA/unpacked/t0_wm/$TASK0" \
+      --out "$RUNS/judge_wm" --input-size 32 --epochs 10 --no-progress ;;
+  package)
+    CKPT="${4:?usage: scripts/world_model_task0.sh package DATA_ROOT RUN_ROOT CHECKPOINT}"
+    .venv/bin/wvla-gym train package --model "$CKPT" --judge "$RUNS/judge_wm" --vq "$RUNS/vq_default_t0" \
+      --out wvla_gym/assets/default/world_model --share-vq-with wvla_gym/assets/default --dtype float16
+    # reference outputs (tests reload the shipped model against them) and the float16 storage's effect on them
+    .venv/bin/python scripts/world_model_reference.py --model wvla_gym/assets/default/world_model --original "$CKPT" ;;
   eval)
-    CKPT="${4:?usage: scripts/world_model_task0.sh eval DATA_ROOT RUN_ROOT CHECKPOINT [OUT]}"
-    OUT="${5:-$CKPT/openloop_t0_heldout.json}"
-    .venv/bin/wvla-gym wm-eval --data "$DATA/t0_heldout/$TASK0" --checkpoint "$CKPT" --horizon 100 --every 20 \
-      --out "$OUT" ;;
+    CKPT="${4:-wvla_gym/assets/default/world_model}"
+    OUT=benchmarks/results/world_model_t0
+    mkdir -p "$OUT"
+    for from in frames codes; do
+      .venv/bin/wvla-gym wm-eval --data "$DATA/t0_heldout/$TASK0" --checkpoint "$CKPT" --horizon 100 --every 20 \
+        --imagine-from "$from" --out "$OUT/openloop_heldout_$from.json"
+      .venv/bin/python benchmarks/judge_imagined.py --world-model "$CKPT" --judge "$CKPT/judge" \
+        --data "$DATA/t0_heldout" "$DATA/t0_wm_heldout" --imagine-from "$from" --out "$OUT/judge_imagined_$from.json"
+    done ;;
   *)
-    echo "unknown stage $STAGE; expected data, vq, wm, wm-his1 or eval" >&2; exit 2 ;;
+    echo "unknown stage $STAGE; expected data, pack, unpack, vq, wm, wm-his1, judge, package or eval" >&2; exit 2 ;;
 esac

@@ -17,11 +17,15 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tyro
+
+from wvla_gym.evaluation.episode import EpisodeObserver, play_episode
 
 #: torch threads: 1 beat 2 on this project's loaded 2-core CPU (benchmarks/demo_threads.py, results/demo_threads.json)
 DEFAULT_THREADS = 1
@@ -35,8 +39,9 @@ class DemoArgs:
     checkpoint: str | None = None
     """WorldVLA checkpoint folder or Hub id; None = the embedded default if present, else the scripted expert"""
     world_model: str | None = None
-    """world-model checkpoint (folder or Hub id) for the imagined half; None = the agent's own checkpoint. Its
-    judge/ folder, if it has one, judges the imagined episode (else the agent checkpoint's judge/)"""
+    """world-model checkpoint (folder or Hub id) for the imagined half; None = the agent's own checkpoint, or for
+    the embedded default agent the default's world model (assets/default/world_model). Its judge/ folder, if it
+    has one, judges the imagined episode (else the agent checkpoint's judge/)"""
     task_suite: str = "libero_object"
     task_id: int = 0
     init_state_id: int = 0
@@ -67,28 +72,40 @@ def _outcome(success: bool, steps: int) -> str:
     return f"success in {steps} steps" if success else f"no success ({steps} steps)"
 
 
-def _episode(env, policy, reset_policy, name: str, args: DemoArgs, views: tuple[str, ...] = ("image",)):
-    """One episode with a tqdm bar; returns (frames per view, success, steps, info)."""
+class _DemoWatch(EpisodeObserver):
+    """Observer of the episode loop: collects each view's frames and advances a progress bar; ``on_reset`` (if
+    given) gets the reset's info (the agent takes its instruction from it)."""
+
+    def __init__(self, views: tuple[str, ...], bar: Any, on_reset: Callable[[dict], None] | None = None) -> None:
+        self.views, self.bar, self._on_reset = views, bar, on_reset
+        self.frames: dict[str, list[np.ndarray]] = {v: [] for v in views}
+
+    def on_reset(self, obs: Any, info: Any) -> None:
+        for v in self.views:
+            self.frames[v].append(obs[v])
+        if self._on_reset is not None:
+            self._on_reset(info)
+
+    def on_step(self, obs: Any, action: Any, reward: float, terminated: bool, truncated: bool, info: Any) -> None:
+        for v in self.views:
+            self.frames[v].append(obs[v])
+        self.bar.update(1)
+
+
+def _episode(env, policy, name: str, args: DemoArgs, views: tuple[str, ...] = ("image",),
+             on_reset: Callable[[dict], None] | None = None):
+    """One episode (THE episode loop, ``play_episode``) with a tqdm bar; returns (frames per view, success,
+    steps, info)."""
     from tqdm import tqdm
 
-    obs, info = env.reset(seed=0, options={"init_state_id": args.init_state_id})
-    reset_policy(info)
     limit = env.spec.max_episode_steps if env.spec and env.spec.max_episode_steps else None
     limit = limit or getattr(env.unwrapped, "max_episode_steps", None)
-    frames = {v: [obs[v]] for v in views}
-    done, steps = False, 0
     with tqdm(total=limit, desc=name, unit="step", disable=not args.progress, dynamic_ncols=True) as bar:
-        while not done:
-            obs, _, terminated, truncated, info = env.step(policy(obs))
-            for v in views:
-                frames[v].append(obs[v])
-            steps += 1
-            bar.update(1)
-            done = terminated or truncated
-        success = bool(info["is_success"])
-        bar.set_postfix_str(_outcome(success, steps))
+        watch = _DemoWatch(views, bar, on_reset)
+        end = play_episode(env, policy, seed=0, options={"init_state_id": args.init_state_id}, observers=[watch])
+        bar.set_postfix_str(_outcome(end.success, end.steps))
     env.close()
-    return frames, success, steps, info
+    return watch.frames, end.success, end.steps, end.info
 
 
 def _run_expert(args: DemoArgs) -> dict:
@@ -101,8 +118,7 @@ def _run_expert(args: DemoArgs) -> dict:
     env = gym.make("WorldVLA-LIBERO-v0", task_suite=args.task_suite, task_id=args.task_id,
                    resolution=args.resolution, wrist=True, **kw)
     expert = ScriptedLiberoExpert(env)
-    frames, success, steps, info = _episode(env, expert.act, lambda _: expert.reset(), "real LIBERO (expert)", args,
-                                            views=("image", "wrist_image"))
+    frames, success, steps, info = _episode(env, expert, "real LIBERO (expert)", args, views=("image", "wrist_image"))
     outcome = _outcome(success, steps)
     _write(Path(args.out), [("real LIBERO: agent view", frames["image"], outcome),
                             ("wrist camera", frames["wrist_image"], outcome)], args)
@@ -110,46 +126,38 @@ def _run_expert(args: DemoArgs) -> dict:
             "success": success, "steps": steps}
 
 
-def _judge_for(*folders: str | os.PathLike) -> object | None:
-    """The first ``judge/`` among the model folders; a model folder may ship its success judge there (the
-    embedded default does). Without one the imagined episode can never succeed."""
-    from wvla_gym.judge import ClassifierJudge
-
-    for folder in folders:
-        judge_dir = Path(folder) / "judge"
-        if (judge_dir / "judge_config.json").exists():
-            return ClassifierJudge.from_pretrained(judge_dir)
-    return None
-
-
 def _run_agent(args: DemoArgs, checkpoint: str | None) -> dict:
     import gymnasium as gym
 
     import wvla_gym  # noqa: F401
     from agents.worldvla import WorldVLAAgent
-    from wvla_gym.runtime import DEFAULT_ASSET_DIR, WorldVLARuntime
+    from wvla_gym.runtime import DEFAULT_ASSET_DIR
+    from wvla_gym.runtime_cache import checkpoint_judge, default_world_model, load_runtime
 
     # None: the checkpoint's config decides (the small embedded default forces well-formed action blocks)
     agent = WorldVLAAgent.from_pretrained(checkpoint, constrain_actions=args.constrain_actions)
     agent_dir = checkpoint or DEFAULT_ASSET_DIR
-    world = agent.runtime
-    if args.world_model is not None:
-        world = WorldVLARuntime.from_pretrained(args.world_model)
+    world, world_model = agent.runtime, args.world_model
+    if world_model is None and checkpoint is None:
+        world_model = default_world_model()  # the embedded default's own world model, when it ships one
+    if world_model is not None:
+        world = load_runtime(world_model)
         if world.resolution != agent.resolution:
-            raise SystemExit(f"--world-model {args.world_model}: its images are {world.resolution} px but the agent's "
+            raise SystemExit(f"--world-model {world_model}: its images are {world.resolution} px but the agent's "
                              f"are {agent.resolution} px; expected a world model at the agent's resolution")
-    judge = _judge_for(*([args.world_model] if args.world_model else []), agent_dir)
+    # the world model's judge/ (judged on its own rendering), else the agent checkpoint's
+    judge = (checkpoint_judge(world_model) if world_model else None) or checkpoint_judge(agent_dir)
     kw = {"max_episode_steps": args.max_steps} if args.max_steps else {}
     common = dict(task_suite=args.task_suite, task_id=args.task_id, resolution=agent.resolution, wrist=False)
     envs = {"real": gym.make("WorldVLA-LIBERO-v0", **common, **kw),
             "imagined": gym.make("WorldVLA-Imagined-v0", runtime=world, success_judge=judge, **common, **kw)}
     labels = {"real": "real LIBERO", "imagined": "imagined (world model)"}
     clips, result = [], {"policy": "WorldVLA agent", "checkpoint": checkpoint or "embedded default",
-                         "world_model": args.world_model or checkpoint or "embedded default"}
+                         "world_model": world_model or checkpoint or "embedded default"}
     for kind, env in envs.items():
         t0 = time.perf_counter()
         frames, success, steps, info = _episode(
-            env, agent.act, lambda info: agent.reset(instruction=info["task_description"]), labels[kind], args)
+            env, agent, labels[kind], args, on_reset=lambda info: agent.reset(instruction=info["task_description"]))
         clips.append((labels[kind], frames["image"], _outcome(success, steps)))  # the shorter one holds its last frame
         result[kind] = {"success": success, "steps": steps, "wall_s": round(time.perf_counter() - t0, 1)}
         result["task"] = info["task_description"]

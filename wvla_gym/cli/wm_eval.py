@@ -25,6 +25,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import tyro
@@ -51,6 +52,9 @@ class WmEvalArgs:
     rotate180: bool | None = None
     """Force (True) or suppress (False) the 180° rotation on read; default: decided per file from its
     images_rotated_180 attribute (official LIBERO files are rotated, ours are not)."""
+    imagine_from: Literal["frames", "codes"] = "frames"
+    """What each imagined step's prompt is built from: the decoded frames, re-encoded (as a policy sees them), or
+    the codes the world model generated (the imagined envs' imagine_from="codes")."""
     device: str = "cpu"
     lpips_weights: Path | None = None
     """LPIPS backbone: torchvision VGG16 weights (full vgg16 state_dict with features.N.* keys, e.g.
@@ -74,6 +78,7 @@ class WmEvalArgs:
 def main(argv: list[str] | None = None) -> int:
     from wvla_gym.evaluation.world_model_metrics import (
         LPIPS,
+        CodeFeedback,
         I3DFeatures,
         evaluate_open_loop,
         load_hdf5_episodes,
@@ -120,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = evaluate_open_loop(
             episodes,
-            lambda f, a: runtime.imagine(f, a),
+            CodeFeedback(runtime) if args.imagine_from == "codes" else (lambda f, a: runtime.imagine(f, a)),
             args.horizon,
             args.every,
             lpips=lpips_model,
@@ -133,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     report.update({"checkpoint": args.checkpoint, "data": [str(p) for p in args.data], "resolution": res,
                    "episodes": len(episodes), "every": args.every, "batch_size": args.batch_size,
+                   "imagine_from": args.imagine_from,
                    "world_history": runtime.world_history, "wall_s": round(time.perf_counter() - t0, 1),
                    "torch_threads": torch.get_num_threads(), "load_avg_1_5_15": [round(x, 2) for x in os.getloadavg()],
                    "versions": stack_versions()})
