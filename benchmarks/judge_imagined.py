@@ -8,12 +8,15 @@ is also run on the recorded (real) frames with the same rule, so the table separ
 the world model's. Paired episodes of a privileged policy (the scripted expert, with or without action noise, cut
 short, random, ...) from the same start: whether the imagined env's verdicts can stand in for the real ones.
 
-    python benchmarks/judge_imagined.py --world-model runs/wm_t0/model --judge runs/judge_t0/ \\
+    python benchmarks/judge_imagined.py --world-model runs/wm_t0/model --judge runs/judge_t0/ other_judge/ \\
         --data data/t0_heldout data/t0_wm_heldout --out results/judge_imagined_t0.json
 
 Episodes of similar length are stepped together in one ``WorldVLA-Imagined-v0`` vector env (one batched
-world-model call per step; frozen once ended). Writes per-episode rows and the confusion tables as JSON
-(``bench_io``: machine, load, versions).
+world-model call per step) for all their recorded actions, without a judge; each judge then scores the
+imagined frames with the env's own rule (window of recent frames, threshold, first step that fires), which is
+exactly when the env would have ended the episode with that judge (the judge does not change what is
+imagined). So several judges are compared on one replay. Writes per-episode rows and the confusion tables per
+judge as JSON (``bench_io``: machine, load, versions).
 """
 
 from __future__ import annotations
@@ -67,40 +70,38 @@ def real_verdict(judge, frames: np.ndarray, instruction: str) -> int | None:
     return hit[0] if hit else None
 
 
-def imagined_verdicts(runtime, judge, group: list[dict], resolution: int, imagine_from: str = "frames") -> list[int | None]:
-    """Replay a group of episodes together; per episode the step at which the imagined env declared success."""
+def imagined_frames(runtime, group: list[dict], resolution: int, imagine_from: str = "frames") -> list[np.ndarray]:
+    """Replay a group of episodes together (no judge: every recorded action); per episode its imagined frames
+    ``(T + 1, R, R, 3)``, the start frame first."""
     from envs.imagined_vector import ImaginedVectorEnv
     from wvla_gym.utils.images import resize_uint8
 
     n = len(group)
     steps = max(len(e["actions"]) for e in group)
-    venv = ImaginedVectorEnv(n, runtime=runtime, autoreset_mode="Disabled", success_judge=judge,
+    venv = ImaginedVectorEnv(n, runtime=runtime, autoreset_mode="Disabled", success_judge=None,
                              resolution=resolution, wrist=False, max_episode_steps=steps + 1,
                              instruction=group[0]["instruction"], imagine_from=imagine_from)
     starts = [resize_uint8(e["frames"][:1], resolution)[0] for e in group]
-    venv.reset(seed=0, options={"image": starts})
-    first: list[int | None] = [None] * n
-    ended = np.zeros(n, dtype=bool)
+    obs, _ = venv.reset(seed=0, options={"image": starts})
+    frames = [[obs["image"][i]] for i in range(n)]
     for t in range(steps):
-        acts = np.zeros((n, 7), dtype=np.float64)
+        acts = np.zeros((n, 7), dtype=np.float64)  # finished rows repeat a no-op; their frames are not kept
         for i, e in enumerate(group):
             if t < len(e["actions"]):
                 acts[i] = e["actions"][t]
-        _, _, term, trunc, info = venv.step(acts)
+        obs, *_ = venv.step(acts)
         for i, e in enumerate(group):
-            if not ended[i] and t < len(e["actions"]) and term[i]:
-                first[i] = t + 1
-            ended[i] |= bool(term[i] or trunc[i]) or t + 1 >= len(e["actions"])
-        if ended.all():
-            break
+            if t < len(e["actions"]):
+                frames[i].append(obs["image"][i])
     venv.close()
-    return first
+    return [np.stack(f) for f in frames]
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--world-model", required=True, help="world-model checkpoint folder (or Hub id)")
-    p.add_argument("--judge", required=True, help="judge folder (judge_config.json + model.safetensors)")
+    p.add_argument("--judge", nargs="+", required=True,
+                   help="judge folders (judge_config.json + model.safetensors), each scored on the same replays")
     p.add_argument("--data", nargs="+", required=True, help="recorded HDF5 files or folders (held-out episodes)")
     p.add_argument("--batch-size", type=int, default=16, help="episodes stepped together")
     p.add_argument("--max-episodes-per-file", type=int, default=None)
@@ -120,53 +121,58 @@ def main(argv: list[str] | None = None) -> int:
     from wvla_gym.utils.images import resize_uint8
 
     runtime = WorldVLARuntime.from_pretrained(args.world_model)
-    judge = ClassifierJudge.from_pretrained(args.judge)
+    judges = {j: ClassifierJudge.from_pretrained(j) for j in args.judge}
     res = int(runtime.resolution)
     eps = _episodes(args.data, args.max_episodes_per_file)
     if not eps:
         p.error(f"--data {args.data}: no episodes found")
     t0 = time.perf_counter()
     order = sorted(range(len(eps)), key=lambda i: (eps[i]["instruction"], len(eps[i]["actions"])))
-    imagined: dict[int, int | None] = {}
+    imagined: dict[int, np.ndarray] = {}
     for b in range(0, len(order), args.batch_size):
         idx = order[b : b + args.batch_size]
         # one vector env per instruction: the imagined env is built for one task
         for instr in dict.fromkeys(eps[i]["instruction"] for i in idx):
             sub = [i for i in idx if eps[i]["instruction"] == instr]
-            for i, v in zip(sub, imagined_verdicts(runtime, judge, [eps[i] for i in sub], res, args.imagine_from), strict=True):
+            for i, v in zip(sub, imagined_frames(runtime, [eps[i] for i in sub], res, args.imagine_from), strict=True):
                 imagined[i] = v
         print(f"[judge_imagined] {min(b + args.batch_size, len(order))}/{len(order)} episodes, "
               f"{time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    replay_s = time.perf_counter() - t0
     rows = []
     for i, e in enumerate(eps):
-        real_hit = real_verdict(judge, resize_uint8(e["frames"], res), e["instruction"])
-        rows.append({"file": os.path.basename(e["file"]), "demo": e["demo"], "behaviour": e["behaviour"],
-                     "steps": len(e["actions"]),
-                     "real_success": bool(e["real_success"]), "judge_on_real_frames_step": real_hit,
-                     "imagined_success_step": imagined[i]})
+        row = {"file": os.path.basename(e["file"]), "demo": e["demo"], "behaviour": e["behaviour"],
+               "steps": len(e["actions"]), "real_success": bool(e["real_success"])}
+        for name, judge in judges.items():
+            row[name] = {"judge_on_real_frames_step": real_verdict(judge, resize_uint8(e["frames"], res), e["instruction"]),
+                         "imagined_success_step": real_verdict(judge, imagined[i], e["instruction"])}
+        rows.append(row)
     real = [r["real_success"] for r in rows]
+    per_judge = {}
+    for name in judges:
+        hit = [r[name]["imagined_success_step"] is not None for r in rows]
+        per_judge[name] = {
+            "imagined_vs_real": _confusion(hit, real),
+            "judge_on_real_frames_vs_real": _confusion([r[name]["judge_on_real_frames_step"] is not None for r in rows], real),
+            # per behaviour: episodes, real successes, imagined successes (random and zero must stay at 0)
+            "by_behaviour": {b: {"episodes": sum(r["behaviour"] == b for r in rows),
+                                 "real_successes": sum(r["behaviour"] == b and r["real_success"] for r in rows),
+                                 "imagined_successes": sum(r["behaviour"] == b and h for r, h in zip(rows, hit, strict=True))}
+                             for b in sorted({r["behaviour"] for r in rows})},
+        }
     report = {
         **rec.facts(),
-        "world_model": args.world_model, "judge": args.judge, "data": args.data, "episodes": len(rows),
-        "imagine_from": args.imagine_from,
-        "real_successes": int(sum(real)),
-        "imagined_vs_real": _confusion([r["imagined_success_step"] is not None for r in rows], real),
-        "judge_on_real_frames_vs_real": _confusion([r["judge_on_real_frames_step"] is not None for r in rows], real),
-        # per behaviour: episodes, real successes, imagined successes (random and zero must stay at 0)
-        "by_behaviour": {b: {"episodes": sum(r["behaviour"] == b for r in rows),
-                             "real_successes": sum(r["behaviour"] == b and r["real_success"] for r in rows),
-                             "imagined_successes": sum(r["behaviour"] == b and r["imagined_success_step"] is not None
-                                                       for r in rows)}
-                         for b in sorted({r["behaviour"] for r in rows})},
-        "wall_s": round(time.perf_counter() - t0, 1),
-        "rows": rows,
+        "world_model": args.world_model, "judges": args.judge, "data": args.data, "episodes": len(rows),
+        "imagine_from": args.imagine_from, "real_successes": int(sum(real)), "judged": per_judge,
+        "replay_wall_s": round(replay_s, 1), "wall_s": round(time.perf_counter() - t0, 1), "rows": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    for key in ("imagined_vs_real", "judge_on_real_frames_vs_real"):
-        m = report[key]
-        print(f"{key}: precision {m['precision']:.2f} recall {m['recall']:.2f} accuracy {m['accuracy']:.2f} "
-              f"kappa {m['cohen_kappa']:.2f} (tp {m['tp']} fp {m['fp']} fn {m['fn']} tn {m['tn']})")
+    for name, block in per_judge.items():
+        for key in ("imagined_vs_real", "judge_on_real_frames_vs_real"):
+            m = block[key]
+            print(f"{name} {key}: precision {m['precision']:.2f} recall {m['recall']:.2f} accuracy {m['accuracy']:.2f} "
+                  f"kappa {m['cohen_kappa']:.2f} (tp {m['tp']} fp {m['fp']} fn {m['fn']} tn {m['tn']})")
     print(f"written: {args.out}")
     return 0
 

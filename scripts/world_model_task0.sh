@@ -123,7 +123,7 @@ EOF
     for from in frames codes; do
       .venv/bin/wvla-gym wm-eval --data "$DATA/t0_heldout/$TASK0" --checkpoint "$CKPT" --horizon 100 --every 20 \
         --imagine-from "$from" --out "$OUT/openloop_heldout_$from.json"
-      .venv/bin/python benchmarks/judge_imagined.py --world-model "$CKPT" --judge "$CKPT/judge" \
+      .venv/bin/python benchmarks/judge_imagined.py --world-model "$CKPT" --judge "$CKPT/judge" wvla_gym/assets/default/judge \
         --data "$DATA/t0_heldout" "$DATA/t0_wm_heldout" --imagine-from "$from" --out "$OUT/judge_imagined_$from.json"
     done ;;
   *)

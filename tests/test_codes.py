@@ -155,15 +155,22 @@ def test_committed_dataset_round_trips(runtime, tmp_path):
 
 
 @pytest.mark.libero
-def test_committed_start_state_replays_the_first_frame(runtime):
-    """Real LIBERO: the stored start sim_state, set without settle steps, renders the frame whose codes are stored."""
+def test_committed_start_state_replays_the_start(runtime):
+    """Real LIBERO: the stored start sim_state, set without settle steps, is the simulator's state exactly, and
+    its render is the recorded first frame up to a few pixels (measured 99.8 % of pixels and 62 of 64 codes
+    equal: the flattened state does not hold every MuJoCo buffer the recorder's first render saw)."""
     from envs.libero import LiberoEnv
 
     cf = CodeFile(COMMITTED[0])
     env = LiberoEnv(task_suite="libero_object", task_id=0, resolution=64, wrist=False, num_steps_wait=0)
     try:
         obs, _ = env.reset(options={"sim_state": cf.start_state(0)})
+        assert np.array_equal(np.asarray(env.get_sim_state()), cf.start_state(0))
         codes = runtime.image_tokenizer.encode_codes(obs["image"][None]).numpy()[0]
-        assert np.array_equal(codes, cf.array("codes", 0)[0])
+        assert (codes == cf.array("codes", 0)[0]).mean() >= 0.9
+        decoded = runtime.image_tokenizer.decode_codes(cf.array("codes", 0)[:1].astype(np.int64))[0]
+        from wvla_gym.utils.images import psnr_per_image
+
+        assert psnr_per_image(obs["image"][None], decoded[None])[0] > 25  # the VQ's own reconstruction level
     finally:
         env.close()

@@ -94,9 +94,10 @@ def load_runtime(checkpoint: str | os.PathLike | None = None, device: Any = "cpu
             if checkpoint is not None:
                 raise
             raise FileNotFoundError(
-                "there is no embedded default WorldVLA model in this install. Pass a checkpoint (a local folder "
-                "or Hub id of a WorldVLA checkpoint) or a loaded wvla_gym.runtime.WorldVLARuntime; for tests, "
-                "build a tiny random model with wvla_gym.model.tiny.make_tiny_checkpoint(out_dir) and pass out_dir."
+                "there is no embedded default WorldVLA model in this install. Pass checkpoint=<a local folder or "
+                "Hub id of a WorldVLA checkpoint> or runtime=<a loaded wvla_gym.runtime.WorldVLARuntime>; for "
+                "tests, build a tiny random model with wvla_gym.model.tiny.make_tiny_checkpoint(out_dir) and pass "
+                "checkpoint=out_dir."
             ) from e
         _RUNTIMES[key] = rt
         return rt
