@@ -90,3 +90,21 @@ def test_packaging_refuses_a_model_trained_on_another_vq(shipped, tmp_path):
     with pytest.raises(ValueError, match="share_vq_with"):
         package_model(PackageConfig(model=str(src), judge=None, vq=None, out=str(tmp_path / "wm"),
                                     share_vq_with=str(host), dtype="float16"))
+
+
+def test_init_from_a_float16_shared_vq_checkpoint(shipped):
+    """--init-from accepts a packaged float16 checkpoint that shares its VQ (e.g. the default's world_model/)."""
+    from wvla_gym.model.loading import load_checkpoint
+    from wvla_gym.training.joint_data import init_weights
+
+    _, out = shipped
+    model, _ = load_checkpoint(DEFAULT_ASSET_DIR)  # same size and VQ, float32 weights to be overwritten
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if not name.startswith(VQ_PREFIX):
+                p.zero_()
+    init_weights(model, out)
+    ref = load_file(str(DEFAULT_ASSET_DIR / "model.safetensors"))
+    for k, v in model.state_dict().items():
+        want = ref[k] if k.startswith(VQ_PREFIX) else ref[k].half().float()
+        assert torch.equal(v, want), k

@@ -39,6 +39,7 @@ from wvla_gym.model.processing_worldvla import (
     to_model_mask,
 )
 from wvla_gym.utils.images import resize_uint8
+from wvla_gym.utils.io import read_json
 
 from .checkpoint import atomic_torch_save, expand_data, safe_load
 from .config import ModelTrainConfig
@@ -194,6 +195,13 @@ def init_weights(model: WorldVLAForConditionalGeneration, folder: str | os.PathL
         raise FileNotFoundError(f"init_from={os.fspath(folder)!r} has no config.json + model.safetensors; expected "
                                 "a `wvla-gym train model` output folder (<out>/model or <out>/ckpt)")
     sd = load_file(str(src / "model.safetensors"))
+    rel = read_json(src / "config.json").get("vq_weights")
+    if rel:  # a packaged checkpoint that shares another folder's VQ (e.g. the default's world_model/)
+        host = (src / str(rel)).resolve()
+        if not host.is_file():
+            raise FileNotFoundError(f"init_from={os.fspath(folder)!r}: its config.json vq_weights points to {host}, "
+                                    "which does not exist")
+        sd.update({k: v for k, v in load_file(str(host)).items() if k.startswith("model.vqmodel.")})
     own = model.state_dict()
     bad = sorted(k for k in own if k not in sd or sd[k].shape != own[k].shape)
     if bad or set(sd) - set(own):
@@ -202,7 +210,8 @@ def init_weights(model: WorldVLAForConditionalGeneration, folder: str | os.PathL
     vq = [k for k in own if k.startswith("model.vqmodel.") and not torch.equal(sd[k].to(own[k].dtype), own[k])]
     if vq:
         raise ValueError(f"init_from={os.fspath(folder)!r} was trained with another VQ than --vq ({vq[0]} differs)")
-    model.load_state_dict(sd)
+    model.load_state_dict(sd)  # float16 storage is cast to the model's dtype here
+
 
 def samples_key(model: WorldVLAForConditionalGeneration, sources: Sequence[tuple[str, str]], kinds: Sequence[str],
                 history: int, chunk: int, data: Any, vq: Any) -> str:
