@@ -42,6 +42,9 @@ class DemoArgs:
     """world-model checkpoint (folder or Hub id) for the imagined half; None = the agent's own checkpoint, or for
     the embedded default agent the default's world model (assets/default/world_model). Its judge/ folder, if it
     has one, judges the imagined episode (else the agent checkpoint's judge/)"""
+    imagine_from: str = "frames"
+    """the imagined env's imagine_from: "frames" (re-encode each decoded frame) or "codes" (feed back the
+    world model's generated codes)"""
     task_suite: str = "libero_object"
     task_id: int = 0
     init_state_id: int = 0
@@ -150,7 +153,8 @@ def _run_agent(args: DemoArgs, checkpoint: str | None) -> dict:
     kw = {"max_episode_steps": args.max_steps} if args.max_steps else {}
     common = dict(task_suite=args.task_suite, task_id=args.task_id, resolution=agent.resolution, wrist=False)
     envs = {"real": gym.make("WorldVLA-LIBERO-v0", **common, **kw),
-            "imagined": gym.make("WorldVLA-Imagined-v0", runtime=world, success_judge=judge, **common, **kw)}
+            "imagined": gym.make("WorldVLA-Imagined-v0", runtime=world, success_judge=judge,
+                                 imagine_from=args.imagine_from, **common, **kw)}
     labels = {"real": "real LIBERO", "imagined": "imagined (world model)"}
     clips, result = [], {"policy": "WorldVLA agent", "checkpoint": checkpoint or "embedded default",
                          "world_model": world_model or checkpoint or "embedded default"}
