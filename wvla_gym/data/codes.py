@@ -36,7 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from wvla_gym.data.hdf5 import Episode, LiberoFile, require_h5py, view_key, write_demo, write_file_attrs
+from wvla_gym.data.hdf5 import Episode, LiberoFile, atomic_write_hdf5, view_key, write_demo, write_file_attrs
+from wvla_gym.utils.io import atomic_path
 
 __all__ = ["CODES_ATTR", "CodeFile", "pack_codes", "stored_codes", "unpack_codes", "vq_sha256"]
 
@@ -122,13 +123,12 @@ def pack_codes(source: str | os.PathLike, vqgan: Any, out: str | os.PathLike, *,
         "instruction": file_attrs.get("language_instruction"), "images_rotated_180": rotated,
         "file_attrs": file_attrs, "episodes": episodes, "versions": stack_versions(),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp.npz")
-    np.savez_compressed(
-        tmp, meta=np.array(json.dumps(meta, sort_keys=True)), offsets=np.asarray(offsets, dtype=np.int64),
-        **{k: np.concatenate(v) for k, v in arrays.items()},
-    )
-    os.replace(tmp, out)  # a kill never leaves a half-written code file under the final name
+    # a kill never leaves a half-written code file under the final name
+    with atomic_path(out) as tmp, open(tmp, "wb") as fh:  # a file object: savez would append ".npz" to a name
+        np.savez_compressed(
+            fh, meta=np.array(json.dumps(meta, sort_keys=True)), offsets=np.asarray(offsets, dtype=np.int64),
+            **{k: np.concatenate(v) for k, v in arrays.items()},
+        )
     return out
 
 
@@ -199,12 +199,10 @@ def unpack_codes(path: str | os.PathLike, vqgan: Any, out: str | os.PathLike) ->
     out = Path(out)
     if out.suffix != ".hdf5":
         out = out / cf.meta["source"]
-    out.parent.mkdir(parents=True, exist_ok=True)
     tok = _code_tokenizer(vqgan)
     key = view_key(cf.meta["view"])
-    h5py = require_h5py()
-    tmp = out.with_name(out.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
+
+    def fill(f: Any) -> None:
         data = f.create_group("data")
         for i, ep in enumerate(cf.episodes):
             codes = cf.array("codes", i)
@@ -224,7 +222,8 @@ def unpack_codes(path: str | os.PathLike, vqgan: Any, out: str | os.PathLike) ->
         attrs: dict[str, Any] = dict(cf.meta["file_attrs"])
         attrs[CODES_ATTR] = digest
         write_file_attrs(data, attrs)
-    os.replace(tmp, out)
+
+    atomic_write_hdf5(out, fill)
     return out
 
 
