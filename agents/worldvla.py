@@ -19,11 +19,20 @@ if TYPE_CHECKING:
 
 #: ``decode=`` values: WorldVLA's parallel action decoding, or token by token.
 DECODE_MODES = ("parallel", "sequential")
+#: ``head=`` values: WorldVLA checkpoints have the discrete head only; RynnVLA-002's also the continuous one.
+HEADS = ("continuous", "discrete")
+#: Observation keys a two-view (RynnVLA-002) agent reads, with what each holds.
+TWO_VIEW_KEYS = {
+    "image": "uint8 HxWx3 agent view",
+    "wrist_image": "uint8 HxWx3 wrist (eye-in-hand) view; WorldVLA-LIBERO-v0 gives it with wrist=True",
+    "state": "8 floats: eef position (3), eef axis-angle (3), gripper qpos (2)",
+}
 
 
 @dataclass
 class _Slot:
-    """One episode's state: the last M frames and the actions left of the current chunk."""
+    """One episode's state: the last M frames and the actions left of the current chunk (a two-view agent keeps
+    each step's views stacked ``(2, H, W, 3)``: third-person, wrist)."""
 
     history: deque[np.ndarray]
     queue: deque[np.ndarray] = field(default_factory=deque)
@@ -47,6 +56,14 @@ class WorldVLAAgent:
     The instruction comes from ``obs["instruction"]``, then ``info["task_description"]``, then the one given to
     the constructor or ``reset``; none of them -> ``ValueError``.
 
+    RynnVLA-002 checkpoints (:mod:`wvla_gym.runtime_rynnvla`) take ``head="continuous"`` (default) or
+    ``"discrete"`` and read ``obs["image"]``, ``obs["wrist_image"]`` and ``obs["state"]`` (``WorldVLA-LIBERO-v0``
+    with ``wrist=True`` gives all three); the prompt holds both views of the previous and current env step and the
+    current state. ``act_chunk`` returns the continuous chunk exactly as the released head produces it
+    (unclipped); ``act`` hands the env each of its actions clipped to [-1, 1]. The released eval passes the
+    unclipped values to robosuite, whose OSC controller clips its input to [-1, 1] itself, so the robot receives
+    the same command; our envs refuse out-of-range actions (they never clip silently), hence the explicit clip.
+
     State is kept per slot (one frame history and one chunk queue per env), and every acting entry point goes
     through one step function (:meth:`_step`: append the frames, one model call for the slots whose queues are
     empty, pop one action per slot):
@@ -68,6 +85,7 @@ class WorldVLAAgent:
         decode: str = "parallel",
         constrain_actions: bool | None = None,
         image_key: str = "image",
+        head: str | None = None,
     ) -> None:
         missing = [a for a in ("predict_action_chunk", "action_chunk", "history", "resolution") if not hasattr(runtime, a)]
         if missing:
@@ -77,6 +95,24 @@ class WorldVLAAgent:
         decode = check_choice("decode", decode, DECODE_MODES)
         constrain_actions = check_bool("constrain_actions", constrain_actions, optional=True)
         self.image_key = check_str("image_key", image_key, nonempty=True)
+        self.two_view = int(getattr(runtime, "views", 1)) == 2
+        head = check_choice("head", head, HEADS, optional=True)
+        if self.two_view:
+            head = "continuous" if head is None else head
+            if n_action_steps is not None and head == "continuous" and n_action_steps > runtime.action_chunk:
+                raise fail("n_action_steps", n_action_steps, f"an int in [1, {runtime.action_chunk}]",
+                           f"the continuous head predicts time_horizon={runtime.action_chunk} actions")
+            if image_key != "image":
+                raise fail("image_key", image_key, "'image'", "a two-view agent reads image, wrist_image and state")
+        elif head == "continuous":
+            raise fail("head", head, "'discrete' or None for this checkpoint",
+                       "a WorldVLA checkpoint has no continuous action head; RynnVLA-002 checkpoints have one")
+        else:
+            head = "discrete"
+        #: "continuous" (RynnVLA-002's action head) or "discrete" (action tokens; WorldVLA's only head).
+        self.head = head
+        # the continuous head's raw chunk can leave [-1, 1], which our envs refuse: act() clips (see the class doc)
+        self.clip_actions = head == "continuous"
         if instruction is not None:
             _check_instruction(instruction, "instruction")
         self.runtime = runtime
@@ -102,16 +138,25 @@ class WorldVLAAgent:
         *,
         device: str = "cpu",
         dtype: Any = None,
+        head: str | None = None,
+        tokenizer_dir: str | os.PathLike | None = None,
+        base_model_dir: str | os.PathLike | None = None,
         **kwargs: Any,
     ) -> WorldVLAAgent:
-        """Load a checkpoint (ours or a released one; ``None`` -> the embedded default) and wrap it.
+        """Load a checkpoint (ours or a released one, WorldVLA or RynnVLA-002; ``None`` -> the embedded default)
+        and wrap it.
 
-        The runtime comes from the process's runtime cache, so an imagined env on the same checkpoint shares
-        its weights with this agent."""
+        ``head``: "continuous" (RynnVLA-002's action transformer, its default) or "discrete" (action tokens, the
+        only head of WorldVLA checkpoints). ``tokenizer_dir`` / ``base_model_dir``: where a released checkpoint's
+        VQGAN + ``text_tokenizer.json`` and Lumina-mGPT ``tokenizer.json`` are when they are not in ``chameleon/``
+        beside the model folders. The runtime comes from the process's runtime cache, so an imagined env on the
+        same checkpoint shares its weights with this agent."""
         if path_or_hub_id is not None and not isinstance(path_or_hub_id, (str, os.PathLike)):
             raise fail("path_or_hub_id", path_or_hub_id,
                        "None (the embedded default), a local checkpoint folder or a Hub id (str or os.PathLike)")
-        return cls(load_runtime(path_or_hub_id, device=device, dtype=dtype), **kwargs)
+        check_choice("head", head, HEADS, optional=True)  # before a (possibly 14 GB) load
+        side = {k: v for k, v in (("tokenizer_dir", tokenizer_dir), ("base_model_dir", base_model_dir)) if v is not None}
+        return cls(load_runtime(path_or_hub_id, device=device, dtype=dtype, **side), head=head, **kwargs)
 
     @property
     def action_chunk(self) -> int:
@@ -152,20 +197,45 @@ class WorldVLAAgent:
 
     # ------------------------------------------------------------------ input checks
     def _frames(self, obs: Any, batched: bool) -> np.ndarray:
-        if not isinstance(obs, Mapping) or self.image_key not in obs:
+        """The frames ``(N, H, W, 3)`` (one view) or ``(N, 2, H, W, 3)`` (two views: third-person, wrist)."""
+        keys = list(TWO_VIEW_KEYS) if self.two_view else [self.image_key]
+        if not isinstance(obs, Mapping) or any(k not in obs for k in keys):
             got = sorted(map(str, obs)) if isinstance(obs, Mapping) else type(obs).__name__
-            raise ValueError(f"obs must be a dict with key {self.image_key!r} (uint8 HxWx3 agent view); got {got}")
-        img = np.asarray(obs[self.image_key])
+            key = next((k for k in keys if k not in obs), keys[0]) if isinstance(obs, Mapping) else keys[0]
+            what = TWO_VIEW_KEYS[key] if self.two_view else "uint8 HxWx3 agent view"
+            raise ValueError(f"obs must be a dict with key {key!r} ({what}); got {got}")
+        views = [self._view(obs, k, batched) for k in (("image", "wrist_image") if self.two_view else (self.image_key,))]
+        if not self.two_view:
+            return views[0]
+        if len(views[0]) != len(views[1]):
+            raise ValueError(f"obs['image'] has {len(views[0])} frames and obs['wrist_image'] {len(views[1])}")
+        return np.stack(views, axis=1)
+
+    def _view(self, obs: Mapping, key: str, batched: bool) -> np.ndarray:
+        img = np.asarray(obs[key])
         r = self.resolution
         want = f"(N, {r}, {r}, 3)" if batched else f"({r}, {r}, 3)"
         if img.dtype != np.uint8 or img.shape[-3:] != (r, r, 3) or img.ndim != (4 if batched else 3):
             raise ValueError(
-                f"obs[{self.image_key!r}] must be uint8 of shape {want} (rotated like WorldVLA-LIBERO-v0, at the "
+                f"obs[{key!r}] must be uint8 of shape {want} (rotated like WorldVLA-LIBERO-v0, at the "
                 f"checkpoint's resolution); got {img.dtype} {img.shape}"
             )
         if batched and len(img) == 0:
-            raise ValueError(f"obs[{self.image_key!r}] is an empty batch {img.shape}; expected {want} with N >= 1")
+            raise ValueError(f"obs[{key!r}] is an empty batch {img.shape}; expected {want} with N >= 1")
         return img if batched else img[None]
+
+    def _states(self, obs: Mapping, n: int, batched: bool) -> np.ndarray | None:
+        """The proprio states ``(N, 8)`` of a two-view agent (None for one view, whose prompt has none)."""
+        if not self.two_view:
+            return None
+        try:
+            s = np.asarray(obs["state"], dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"obs['state'] must be {TWO_VIEW_KEYS['state']}; got {obs['state']!r:.80}") from e
+        want = (n, 8) if batched else (8,)
+        if s.shape != want or not np.isfinite(s).all():
+            raise ValueError(f"obs['state'] must be {TWO_VIEW_KEYS['state']}, finite, shape {want}; got {s.shape}")
+        return s if batched else s[None]
 
     def _instructions(self, obs: Mapping, info: Any, n: int) -> list[str]:
         if info is not None and not isinstance(info, Mapping):
@@ -188,10 +258,13 @@ class WorldVLAAgent:
     # ------------------------------------------------------------------ THE step
     @staticmethod
     def _step(owners: Sequence[WorldVLAAgent], slots: Sequence[_Slot], frames: Sequence[np.ndarray],
-              instructions: Sequence[str]) -> list[np.ndarray]:
+              instructions: Sequence[str], states: Sequence[np.ndarray] | None = None, *,
+              clip: bool = True) -> list[np.ndarray]:
         """One env step for every slot: append its frame, ONE model call for the slots whose queues are empty,
         pop one action per slot. ``owners[i]`` is the agent of ``slots[i]`` (one agent for a vector env, one
         agent per slot for :meth:`act_group`); they share a ``batch_key``, so the first one's settings decode.
+        ``states``: per slot, the current proprio state (two-view agents). ``clip``: clip the popped actions to
+        [-1, 1] when the agent's head can leave that range (``clip_actions``; :meth:`act_chunk` passes False).
 
         If the model call fails, the frames are taken back, so every slot is as before the call."""
         lead = owners[0]
@@ -203,13 +276,20 @@ class WorldVLAAgent:
         model_s = 0.0
         if need:
             t1 = time.perf_counter()
+            histories = [list(slots[i].history) for i in need]
+            kwargs: dict[str, Any] = {}
+            if lead.two_view:  # each history entry is (third-person, wrist) of one env step
+                kwargs = {"wrist_history": [[f[1] for f in h] for h in histories], "head": lead.head,
+                          "state": np.stack([states[i] for i in need]) if states is not None else None}
+                histories = [[f[0] for f in h] for h in histories]
             try:
                 chunks = lead.runtime.predict_action_chunk(
-                    [list(slots[i].history) for i in need],
+                    histories,
                     [instructions[i] for i in need],
                     decode=lead.decode,
                     constrain_actions=lead.constrain_actions,
                     n_actions=lead.n_action_steps,
+                    **kwargs,
                 )
             except BaseException:
                 for slot, frames_before in zip(slots, saved, strict=True):
@@ -220,6 +300,8 @@ class WorldVLAAgent:
             for i, chunk in zip(need, chunks, strict=True):
                 slots[i].queue.extend(np.asarray(chunk, dtype=np.float32))
         out = [s.queue.popleft().astype(np.float32) for s in slots]
+        if clip and lead.clip_actions:
+            out = [np.clip(a, -1.0, 1.0) for a in out]
         act_s = time.perf_counter() - t0
         # Each agent is charged its share of the call: one query and one step per call it took part in.
         for agent in {id(a): a for a in owners}.values():
@@ -234,20 +316,26 @@ class WorldVLAAgent:
 
     # ------------------------------------------------------------------ acting entry points
     def act(self, obs: Mapping[str, Any], info: Mapping[str, Any] | None = None) -> np.ndarray:
-        """The next action ``(7,)`` float32 for one env; queries the model only when the chunk queue is empty."""
+        """The next action ``(7,)`` float32 for one env; queries the model only when the chunk queue is empty.
+
+        With the continuous head the action is clipped to [-1, 1] (the env's action space; see the class doc)."""
         frames = self._frames(obs, batched=False)
+        states = self._states(obs, 1, batched=False)
         instructions = self._instructions(obs, info, 1)
         self._ensure_envs(1)
-        return self._step([self], self._slots, frames, instructions)[0]
+        return self._step([self], self._slots, frames, instructions, states)[0]
 
     def act_chunk(self, obs: Mapping[str, Any], info: Mapping[str, Any] | None = None) -> np.ndarray:
-        """A fresh chunk ``(K, 7)`` for one env (drops any queued actions; the frame joins the history)."""
+        """A fresh chunk ``(K, 7)`` for one env (drops any queued actions; the frame joins the history).
+
+        The chunk is the model's, unclipped (the continuous head's values may leave [-1, 1])."""
         frames = self._frames(obs, batched=False)
+        states = self._states(obs, 1, batched=False)
         instructions = self._instructions(obs, info, 1)
         self._ensure_envs(1)
         slot = self._slots[0]
         slot.queue.clear()
-        first = self._step([self], [slot], frames, instructions)[0]
+        first = self._step([self], [slot], frames, instructions, states, clip=False)[0]
         rest = list(slot.queue)
         slot.queue.clear()
         return np.stack([first, *rest]).astype(np.float32)
@@ -255,13 +343,14 @@ class WorldVLAAgent:
     def act_batch(self, obs_batch: Mapping[str, Any], infos: Mapping[str, Any] | None = None) -> np.ndarray:
         """Next actions ``(N, 7)`` for N sub-envs of a vector env (one batched model call for empty queues)."""
         frames = self._frames(obs_batch, batched=True)
+        states = self._states(obs_batch, len(frames), batched=True)
         instructions = self._instructions(obs_batch, infos, len(frames))
         self._ensure_envs(len(frames))
-        return np.stack(self._step([self] * len(frames), self._slots, frames, instructions))
+        return np.stack(self._step([self] * len(frames), self._slots, frames, instructions, states))
 
     def batch_key(self) -> tuple[Any, ...]:
         """Agents with equal keys can be served by one :meth:`act_group` call (same runtime and decoding)."""
-        return (id(self.runtime), self.decode, self.constrain_actions, self.n_action_steps)
+        return (id(self.runtime), self.decode, self.constrain_actions, self.n_action_steps, self.head)
 
     @classmethod
     def act_group(cls, agents: Sequence[WorldVLAAgent], observations: Sequence[Mapping[str, Any]]) -> list[Any]:
@@ -276,24 +365,26 @@ class WorldVLAAgent:
         if len({a.batch_key() for a in agents}) > 1:
             raise ValueError("act_group needs agents with one batch_key(): the same runtime and decoding settings")
         out: list[Any] = [None] * len(agents)
-        ready: list[tuple[int, np.ndarray, str]] = []
+        ready: list[tuple[int, np.ndarray, str, np.ndarray | None]] = []
         for j, (agent, obs) in enumerate(zip(agents, observations, strict=True)):
             try:
                 frame = agent._frames(obs, batched=False)[0]
+                states = agent._states(obs, 1, batched=False)
                 text = agent._instructions(obs, None, 1)[0]
                 agent._ensure_envs(1)
-                ready.append((j, frame, text))
+                ready.append((j, frame, text, None if states is None else states[0]))
             except Exception as exc:  # this agent's input is bad: only its episode ends
                 out[j] = exc
         if not ready:
             return out
-        owners = [agents[j] for j, _, _ in ready]
+        owners = [agents[j] for j, *_ in ready]
+        two_view = owners[0].two_view
         try:
-            actions = cls._step(owners, [a._slots[0] for a in owners], [f for _, f, _ in ready],
-                                [t for _, _, t in ready])
+            actions = cls._step(owners, [a._slots[0] for a in owners], [r[1] for r in ready],
+                                [r[2] for r in ready], [r[3] for r in ready] if two_view else None)
         except Exception as exc:  # the model call failed for the whole group (the slots are unchanged)
             actions = [exc] * len(ready)
-        for (j, _, _), a in zip(ready, actions, strict=True):
+        for (j, *_), a in zip(ready, actions, strict=True):
             out[j] = a
         return out
 
@@ -308,6 +399,7 @@ class WorldVLAAgent:
             "constrain_actions": self.constrain_actions,
             "resolution": self.resolution,
             "image_key": self.image_key,
+            **({"head": self.head} if self.two_view else {}),  # WorldVLA agents' knobs (run identities) unchanged
             "checkpoint_dir": None if ckpt is None else str(ckpt),
             "device": str(getattr(rt, "device", "cpu")),
             "dtype": str(getattr(rt, "dtype", "")).removeprefix("torch."),
@@ -331,6 +423,7 @@ class WorldVLAAgent:
         if img is not None and img.ndim == 3:
             return self.act(observation), state
         frames = self._frames(observation, batched=True)
+        states = self._states(observation, len(frames), batched=True)
         instructions = self._instructions(observation, None, len(frames))
         self._ensure_envs(len(frames))
         if episode_start is not None:
@@ -339,12 +432,12 @@ class WorldVLAAgent:
                 raise ValueError(f"episode_start has {len(starts)} entries for {len(frames)} observations")
             for i in np.flatnonzero(starts):
                 self._slots[int(i)] = self._new_slot()
-        return np.stack(self._step([self] * len(frames), self._slots, frames, instructions)), state
+        return np.stack(self._step([self] * len(frames), self._slots, frames, instructions, states)), state
 
     def __repr__(self) -> str:
         return (
             f"WorldVLAAgent(K={self.n_action_steps}, M={self.history_len}, resolution={self.resolution}, "
-            f"decode={self.decode!r})"
+            f"decode={self.decode!r}" + (f", head={self.head!r})" if self.two_view else ")")
         )
 
 

@@ -53,8 +53,11 @@ __all__ = ["UNPREDICTED_KEYS", "ImaginedEnv", "check_model_source"]
 
 #: What the world model's prompt is built from at each imagined step (see ImaginedEnv's ``imagine_from``).
 IMAGINE_FROM = ("codes", "frames")
-#: Observation keys the world model does not predict, and how they are filled.
+#: Observation keys the world model does not predict, and how they are filled (a two-view RynnVLA-002 world
+#: model predicts ``wrist_image`` too, leaving only ``state``).
 UNPREDICTED_KEYS = ("wrist_image", "state")
+#: ``world_action_norm=`` values (two-view world models): the statistics the input action is tokenised with.
+WORLD_ACTION_NORMS = ("rynnvla", "worldvla")
 
 
 def check_model_source(checkpoint: Any, runtime: Any, device: Any) -> None:
@@ -143,6 +146,16 @@ class ImaginedEnv(gym.Env):
     ``imagine_from``: ``"codes"`` (default) keeps the VQ codes the world model generated (and the history's) and
     feeds them back, decoding only for the observation; ``"frames"`` re-encodes every decoded frame, as a
     policy's frames would be (README: "Imagine from codes" has the measured difference).
+
+    ## Two views (RynnVLA-002)
+    A RynnVLA-002 checkpoint as the world model (``World_model_512/...``, ``Action_World_model_512/...``, or a
+    ``VLA_model_256/...`` one, also trained on two-view world-model samples) imagines ``image`` *and*
+    ``wrist_image`` each step (``[third_t, wrist_t, a_t] -> [third_{t+1}, wrist_{t+1}]``, constrained decoding,
+    the training prompt); only ``state`` is carried. The start then needs a wrist frame (init states and
+    ``init_frames`` with ``wrist_image`` have one; ``options={"image": ..., "wrist_image": ...}``).
+    ``world_action_norm`` (``None`` = the checkpoint's, ``"worldvla"`` as the released world-model eval) chooses
+    the statistics the input action is tokenised with (``"rynnvla"``: the VLA's). The batched
+    ``ImaginedVectorEnv`` takes one-view world models only.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": CONTROL_FPS}
@@ -167,17 +180,24 @@ class ImaginedEnv(gym.Env):
         device: str = "cpu",
         render_mode: str | None = None,
         imagine_from: str = "frames",
+        world_action_norm: str | None = None,
     ) -> None:
         self.check_arguments(
             checkpoint=checkpoint, task_suite=task_suite, task_id=task_id, resolution=resolution, runtime=runtime,
             wrist=wrist, instruction_in_obs=instruction_in_obs, instruction=instruction, success_judge=success_judge,
             success_threshold=success_threshold, max_episode_steps=max_episode_steps, init_frames=init_frames,
             do_sample=do_sample, temperature=temperature, device=device, render_mode=render_mode,
-            imagine_from=imagine_from,
+            imagine_from=imagine_from, world_action_norm=world_action_norm,
         )
         self.imagine_from = imagine_from
 
         self.runtime = runtime if runtime is not None else load_world_model(checkpoint, device)
+        #: The world model predicts both camera views (a RynnVLA-002 checkpoint).
+        self.two_view = int(getattr(self.runtime, "views", 1)) == 2
+        if world_action_norm is not None and not self.two_view:
+            raise fail("world_action_norm", world_action_norm, "None for this one-view (WorldVLA) world model",
+                       "only two-view RynnVLA-002 world models choose their input action statistics")
+        self.world_action_norm = world_action_norm
         rt_res = int(self.runtime.resolution)
         if resolution is None:
             resolution = rt_res
@@ -205,6 +225,11 @@ class ImaginedEnv(gym.Env):
         self.do_sample = bool(do_sample)
         self.temperature = float(temperature)
         self.init_frames = None if init_frames is None else load_init_frames(init_frames, self.resolution)
+        if self.two_view and self.init_frames is not None and "wrist_image" not in self.init_frames:
+            raise ValueError(
+                "init_frames has no 'wrist_image': a two-view (RynnVLA-002) world model imagines the wrist view "
+                "from the start's wrist frame; pass init_frames with 'image' and 'wrist_image'"
+            )
         if instruction is not None:
             self.task_description: str = str(instruction)
         else:
@@ -273,6 +298,7 @@ class ImaginedEnv(gym.Env):
         check_str("instruction", a["instruction"], optional=True)
         check_float("temperature", a["temperature"], gt=0)
         check_choice("imagine_from", a["imagine_from"], IMAGINE_FROM)
+        check_choice("world_action_norm", a["world_action_norm"], WORLD_ACTION_NORMS, optional=True)
         check_model_source(a["checkpoint"], a["runtime"], a["device"])
 
     # ------------------------------------------------------------------ Gymnasium API
@@ -301,7 +327,11 @@ class ImaginedEnv(gym.Env):
 
         self._frame = start["image"].copy()
         self._fill = {}
-        if self.wrist:
+        if self.two_view:  # predicted, never filled: the start has a wrist frame (checked in start_request)
+            if "wrist_image" not in start:
+                raise ValueError(f"the start ({self.start_source}) has no wrist frame, which a two-view world model needs")
+            self._wrist = start["wrist_image"].copy()
+        elif self.wrist:
             self._fill["wrist_image"] = "carried" if "wrist_image" in start else "zeros"
             self._wrist = start["wrist_image"].copy() if "wrist_image" in start else np.zeros_like(self._frame)
         self._fill["state"] = "carried" if "state" in start else "zeros"
@@ -310,6 +340,8 @@ class ImaginedEnv(gym.Env):
         self._window.append(self._frame)
         # the start frame's codes, encoded once; later frames keep the codes the world model generated
         self._codes = self.encode_frame(self._frame) if self.imagine_from == "codes" else None
+        self._wrist_codes = (self.encode_frame(self._wrist) if self.two_view and self.imagine_from == "codes"
+                             else None)
         # past (frame, action) pairs for a world model with a history (world_history - 1 of them)
         self._past = deque(maxlen=max(int(getattr(self.runtime, "world_history", 1)) - 1, 0))
         self._generator = self._make_generator()
@@ -319,16 +351,24 @@ class ImaginedEnv(gym.Env):
 
     def start_request(self, options: Mapping[str, Any] | None) -> StartRequest:
         """Validate ``reset`` options for this env (see :mod:`wvla_gym.starts`) without resetting it."""
-        return parse_start(
+        req = parse_start(
             options,
             accepted=IMAGINED_START_KEYS,
             n_init=NUM_INIT_STATES,
             resolution=self.resolution,
             n_frames=None if self.init_frames is None else len(self.init_frames["image"]),
         )
+        if self.two_view and req.source == "image" and req.wrist_image is None:
+            raise ValueError(
+                "options has 'image' but no 'wrist_image': a two-view (RynnVLA-002) world model imagines the wrist "
+                "view from the start's wrist frame; pass options={'image': ..., 'wrist_image': ...}"
+            )
+        return req
 
     def step(self, action):
         a = self.begin_step(action)
+        if self.two_view:
+            return self._step_two_views(a)
         frames, actions = self.world_inputs(a)
         res = self.runtime.imagine(
             None if self.imagine_from == "codes" else frames[None],
@@ -340,6 +380,26 @@ class ImaginedEnv(gym.Env):
             return_info=True,
         )
         self.push_frame(res.frames[0], a, codes=res.info.codes[0])
+        score = score_many(self.success_judge, [self.judge_frames()], [self.task_description])[0]
+        return self.end_step(score)
+
+    def _step_two_views(self, a: np.ndarray):
+        """One step of a two-view world model: both current views and ``a`` -> both next views."""
+        codes = self.imagine_from == "codes"
+        res = self.runtime.imagine_views(
+            None if codes else self._frame[None],
+            None if codes else self._wrist[None],
+            a[None],
+            codes=self._codes[None] if codes else None,
+            wrist_codes=self._wrist_codes[None] if codes else None,
+            action_norm=self.world_action_norm,
+            do_sample=self.do_sample,
+            temperature=self.temperature,
+            generator=self._generator,
+            return_info=True,
+        )
+        self.push_frame(res.frames[0, 0], a, codes=res.info.codes[0, 0], wrist=res.frames[0, 1],
+                        wrist_codes=res.info.codes[0, 1])
         score = score_many(self.success_judge, [self.judge_frames()], [self.task_description])[0]
         return self.end_step(score)
 
@@ -395,18 +455,31 @@ class ImaginedEnv(gym.Env):
         """The world model's VQ codes ``(h, w)`` of one frame."""
         return self.runtime.image_tokenizer.encode_codes(np.asarray(frame)[None]).numpy()[0]
 
-    def push_frame(self, frame: np.ndarray, action: np.ndarray | None = None, codes: Any = None) -> None:
+    def push_frame(self, frame: np.ndarray, action: np.ndarray | None = None, codes: Any = None,
+                   wrist: np.ndarray | None = None, wrist_codes: Any = None) -> None:
         """Make the world model's prediction the current frame (and add it to the judge's window); ``action``
         (the one that led to it) joins the world model's history with the frame it was taken in. ``codes``:
-        the prediction's VQ codes (kept with ``imagine_from="codes"``; encoded from ``frame`` when not given)."""
+        the prediction's VQ codes (kept with ``imagine_from="codes"``; encoded from ``frame`` when not given).
+        ``wrist`` / ``wrist_codes``: a two-view world model's predicted wrist frame and its codes."""
         frame = np.asarray(frame)
         if frame.dtype != np.uint8 or frame.shape != self._frame.shape:
             raise RuntimeError(f"world model returned {frame.dtype} {frame.shape}; expected uint8 {self._frame.shape}")
+        if self.two_view:
+            wrist = np.asarray(wrist)
+            if wrist.dtype != np.uint8 or wrist.shape != self._frame.shape:
+                raise RuntimeError(
+                    f"world model returned a wrist frame {wrist.dtype} {wrist.shape}; expected uint8 {self._frame.shape}"
+                )
         if action is not None and self._past.maxlen:
             self._past.append((self._frame, np.asarray(action, dtype=np.float32), self._codes))
         self._frame = np.ascontiguousarray(frame)
         if self.imagine_from == "codes":
             self._codes = self.encode_frame(self._frame) if codes is None else np.asarray(codes, dtype=np.int64)
+        if self.two_view:
+            self._wrist = np.ascontiguousarray(wrist)
+            if self.imagine_from == "codes":
+                self._wrist_codes = (self.encode_frame(self._wrist) if wrist_codes is None
+                                     else np.asarray(wrist_codes, dtype=np.int64))
         self._window.append(self._frame)
 
     def judge_frames(self) -> np.ndarray:

@@ -72,6 +72,11 @@ class ImaginedVectorEnv(VectorEnv):
         check_model_source(checkpoint, runtime, device)
         ImaginedEnv.check_arguments(**env_kwargs)
         self.runtime = runtime if runtime is not None else load_world_model(checkpoint, device)
+        if int(getattr(self.runtime, "views", 1)) != 1:  # its steps batch one view per sub-env
+            raise ValueError(
+                "ImaginedVectorEnv takes one-view (WorldVLA) world models; this one (RynnVLA-002) imagines two views: "
+                "use single WorldVLA-Imagined-v0 envs (gym.make, or gym.make_vec with vectorization_mode='sync')"
+            )
         self.num_envs = int(num_envs)
         self.envs = [ImaginedEnv(runtime=self.runtime, **env_kwargs) for _ in range(self.num_envs)]
         first = self.envs[0]

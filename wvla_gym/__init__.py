@@ -36,6 +36,7 @@ _LAZY: dict[str, str] = {
     "WorldVLAAgent": "agents.worldvla",
     "ScriptedLiberoExpert": "agents.scripted",
     "WorldVLARuntime": "wvla_gym.runtime",
+    "RynnVLARuntime": "wvla_gym.runtime_rynnvla",
     "SuccessJudge": "wvla_gym.judge",
     "CallableJudge": "wvla_gym.judge",
     "ClassifierJudge": "wvla_gym.judge",

@@ -55,6 +55,7 @@ from .generation import (
 )
 from .model.image_tokenizer import ImageTokenizer
 from .model.loading import load_checkpoint
+from .model.modeling_rynnvla import RynnVLAForConditionalGeneration
 from .model.modeling_worldvla import WorldVLAForConditionalGeneration
 from .model.processing_worldvla import TextTokenizer, WorldVLAProcessor, token_blocks
 from .model.token_layout import TokenLayout
@@ -144,6 +145,8 @@ class WorldVLARuntime:
     attributes (``vq_batch`` then reads back as the resolved bool). ``decoder`` is the backend in use."""
 
     action_dim: int = 7
+    #: Camera views per timestep (WorldVLA: the agent view; RynnVLA-002's :class:`RynnVLARuntime`: 2).
+    views: int = 1
 
     def __init__(
         self,
@@ -156,6 +159,11 @@ class WorldVLARuntime:
         if not isinstance(model, WorldVLAForConditionalGeneration):
             raise fail("model", model, "a WorldVLAForConditionalGeneration",
                        "load a checkpoint with WorldVLARuntime.from_pretrained(path)")
+        if isinstance(model, RynnVLAForConditionalGeneration) and self.views == 1:
+            # its prompts carry a state block and two views: WorldVLA's prompts would silently be off-distribution
+            raise fail("model", model, "a WorldVLA model (this is RynnVLA-002's)",
+                       "wrap it in wvla_gym.runtime_rynnvla.RynnVLARuntime, or load it with "
+                       "WorldVLARuntime.from_pretrained(path), which picks the runtime")
         if not callable(getattr(text_tokenizer, "encode", None)):
             raise fail("text_tokenizer", text_tokenizer, "a text tokenizer with encode(str) -> list[int]")
         self.model = model.eval()
@@ -213,10 +221,15 @@ class WorldVLARuntime:
         attn_implementation: str = "sdpa",
         decode_backend: str = "auto",
         vq_batch: bool | str = "auto",
+        tokenizer_dir: str | os.PathLike | None = None,
+        base_model_dir: str | os.PathLike | None = None,
     ) -> WorldVLARuntime:
         """Load our format or a released checkpoint (local folder or Hub id). ``None`` -> the embedded default.
 
-        ``decode_backend`` / ``vq_batch``: see the class docstring."""
+        ``decode_backend`` / ``vq_batch``: see the class docstring. ``tokenizer_dir`` (``text_tokenizer.json``,
+        ``vqgan.yaml``, ``vqgan.ckpt``) and ``base_model_dir`` (the Lumina-mGPT ``tokenizer.json``): for released
+        checkpoints whose side files are not in ``chameleon/`` beside the model folders (RynnVLA-002's repository
+        ships none). A RynnVLA-002 checkpoint gives a :class:`~wvla_gym.runtime_rynnvla.RynnVLARuntime`."""
         if path_or_hub_id is not None and not isinstance(path_or_hub_id, (str, os.PathLike)):
             raise fail("path_or_hub_id", path_or_hub_id,
                        "None (the embedded default), a checkpoint folder (str or os.PathLike) or a Hub id "
@@ -229,6 +242,12 @@ class WorldVLARuntime:
         check_choice("decode_backend", decode_backend, BACKENDS)
         if not (isinstance(vq_batch, (bool, np.bool_)) or (isinstance(vq_batch, str) and vq_batch == "auto")):
             raise TypeError(f"vq_batch must be a bool or 'auto', got {vq_batch!r}")
+        side_files: dict[str, str | os.PathLike] = {}
+        for name, value in (("tokenizer_dir", tokenizer_dir), ("base_model_dir", base_model_dir)):
+            if value is not None and not isinstance(value, (str, os.PathLike)):
+                raise fail(name, value, "None or a folder (str or os.PathLike)")
+            if value is not None:
+                side_files[name] = value
         if path_or_hub_id is None:
             if not (DEFAULT_ASSET_DIR / "config.json").exists():
                 raise FileNotFoundError(
@@ -237,9 +256,15 @@ class WorldVLARuntime:
                 )
             path_or_hub_id = DEFAULT_ASSET_DIR
         model, tok = load_checkpoint(
-            path_or_hub_id, device=device, dtype=_as_dtype(dtype), attn_implementation=attn_implementation
+            path_or_hub_id, device=device, dtype=_as_dtype(dtype), attn_implementation=attn_implementation,
+            **side_files,
         )
-        rt = cls(model, tok, decode_backend=decode_backend, vq_batch=vq_batch)
+        runtime_cls = cls
+        if isinstance(model, RynnVLAForConditionalGeneration) and cls.views == 1:
+            from .runtime_rynnvla import RynnVLARuntime  # imported here: that module builds on this one
+
+            runtime_cls = RynnVLARuntime
+        rt = runtime_cls(model, tok, decode_backend=decode_backend, vq_batch=vq_batch)
         # Side files shipped with a checkpoint (e.g. a success judge in judge/) are found through this.
         local = Path(path_or_hub_id)
         rt.checkpoint_dir = local if local.is_dir() else None
@@ -257,29 +282,29 @@ class WorldVLARuntime:
             raise ValueError(f"{name} must be uint8 frames of shape ({r}, {r}, 3), got {a.dtype} {a.shape}")
         return a
 
-    def _image_history(self, image_history: Any) -> list[list[np.ndarray]]:
-        image_history = _as_rows("image_history", image_history)
+    def _image_history(self, image_history: Any, name: str = "image_history") -> list[list[np.ndarray]]:
+        image_history = _as_rows(name, image_history)
         expected = f"a list (len B) of lists of 1..{self.history} uint8 ({self.resolution}, {self.resolution}, 3) frames, or a uint8 array (B, m, H, W, 3)"
         if isinstance(image_history, np.ndarray):
             if image_history.ndim != 5:
-                raise ValueError(f"image_history must be {expected}; got an array of shape {image_history.shape}")
+                raise ValueError(f"{name} must be {expected}; got an array of shape {image_history.shape}")
             hist = [list(seq) for seq in image_history]
         elif isinstance(image_history, Sequence) and not isinstance(image_history, str):
             hist = []
             for seq in image_history:
                 if isinstance(seq, np.ndarray) and seq.ndim == 3:
-                    raise ValueError(f"image_history must be {expected}; got a flat list of frames (wrap each in a list)")
+                    raise ValueError(f"{name} must be {expected}; got a flat list of frames (wrap each in a list)")
                 if not isinstance(seq, (Sequence, np.ndarray)) or isinstance(seq, str):
-                    raise ValueError(f"image_history must be {expected}")
+                    raise ValueError(f"{name} must be {expected}")
                 hist.append(list(seq))
         else:
-            raise ValueError(f"image_history must be {expected}; got {type(image_history).__name__}")
+            raise ValueError(f"{name} must be {expected}; got {type(image_history).__name__}")
         if not hist:
-            raise ValueError(f"image_history must be {expected}; got an empty batch")
+            raise ValueError(f"{name} must be {expected}; got an empty batch")
         for b, seq in enumerate(hist):
             if not 1 <= len(seq) <= self.history:
-                raise ValueError(f"image_history[{b}] must hold 1..{self.history} frames, got {len(seq)}")
-            hist[b] = [self._check_frame(f, f"image_history[{b}]") for f in seq]
+                raise ValueError(f"{name}[{b}] must hold 1..{self.history} frames, got {len(seq)}")
+            hist[b] = [self._check_frame(f, f"{name}[{b}]") for f in seq]
         return hist
 
     def _instructions(self, instruction: Any, batch: int) -> list[str]:

@@ -76,10 +76,12 @@ def resolve_backend(requested: str, device: torch.device) -> str:
 class DecodeInfo:
     """What one decode call did. Times are host wall seconds (on CUDA, kernels may still be running).
 
-    ``mode``: "sequential", "parallel" or "image"; ``backend``: the decoder's name; ``passes``: forwards after
-    the prompt prefill (parallel: per packed slot; fallbacks not counted); ``fallback``: per row, whether it was
-    re-decoded sequentially; ``tokens``: the generated action-model tokens per row (action modes);
-    ``codes``: the generated image codes ``(B, h, w)`` (image mode, CPU)."""
+    ``mode``: "sequential", "parallel", "image" or "continuous" (RynnVLA-002's head); ``backend``: the decoder's
+    name; ``passes``: forwards after the prompt prefill (parallel: per packed slot; fallbacks not counted);
+    ``fallback``: per row, whether it was re-decoded sequentially; ``tokens``: the generated action-model tokens
+    per row (action modes);
+    ``codes``: the generated image codes ``(B, h, w)``, or ``(B, n, h, w)`` for n images per row (image mode,
+    CPU); ``tokens`` is empty in continuous mode (RynnVLA-002's head generates no token)."""
 
     mode: str
     backend: str
@@ -249,22 +251,37 @@ class Decoder(ABC):
 
     # ---- imagination --------------------------------------------------------------------------------------
     def decode_image(self, prompts: Sequence[Sequence[int]], h: int, w: int, *, do_sample: bool = False,
-                     temperature: float = 1.0, generator: torch.Generator | None = None) -> DecodeInfo:
+                     temperature: float = 1.0, generator: torch.Generator | None = None,
+                     n_images: int = 1) -> DecodeInfo:
         """Constrained next-image decode: BOI, grid tokens and row-ends are forced, every code slot chooses
-        among image ids; the codes ``(B, h, w)`` are in the returned info."""
+        among image ids; the codes ``(B, h, w)`` are in the returned info.
+
+        ``n_images`` > 1 decodes that many images back to back (RynnVLA-002's world model answers
+        ``[IMG third] [IMG wrist]``): each earlier image is closed with its last row-end and EOI and the next one
+        opened with BOI and grid tokens, all forced, so every block is a valid image; the codes are then
+        ``(B, n_images, h, w)``. The first image's schedule is the one-image schedule."""
+        if isinstance(n_images, bool) or not isinstance(n_images, int) or n_images < 1:
+            raise ValueError(f"n_images={n_images!r}; expected an int >= 1")
         t0 = time.perf_counter()
         lay, dev = self.layout, self.device
         bsz = len(prompts)
         # schedule: feed BOI, grids, then every code but the last with a row-end after each full row; a code
-        # is chosen after the last grid token and after every fed code (or its row-end)
-        feeds: list[int | None] = [lay.boi_id, lay.grid_token(h), lay.grid_token(w)]
-        sample_after = [False, False, True]
-        for c in range(1, h * w):
-            feeds.append(None)  # the code just chosen
-            sample_after.append(c % w != 0)
-            if c % w == 0:
-                feeds.append(lay.row_end_id)
-                sample_after.append(True)
+        # is chosen after the last grid token and after every fed code (or its row-end). Between images the
+        # last code, its row-end and EOI are fed before the next BOI.
+        feeds: list[int | None] = []
+        sample_after: list[bool] = []
+        for i in range(n_images):
+            if i:
+                feeds += [None, lay.row_end_id, lay.eoi_id]
+                sample_after += [False, False, False]
+            feeds += [lay.boi_id, lay.grid_token(h), lay.grid_token(w)]
+            sample_after += [False, False, True]
+            for c in range(1, h * w):
+                feeds.append(None)  # the code just chosen
+                sample_after.append(c % w != 0)
+                if c % w == 0:
+                    feeds.append(lay.row_end_id)
+                    sample_after.append(True)
         # the generated image is outside any action block, so its rows are plain causal over the real tokens
         s = self.start(prompts, len(feeds), mask_image_logits=False, causal=True)
         lp, max_len = s.lp, s.max_len
@@ -272,7 +289,7 @@ class Decoder(ABC):
         base = torch.ones(bsz, max_len, dtype=torch.bool, device=dev)
         base[:, :lp] = s.valid
         slot = torch.arange(max_len, device=dev)
-        out = torch.empty(bsz, h * w, dtype=torch.long, device=dev)
+        out = torch.empty(bsz, n_images * h * w, dtype=torch.long, device=dev)
         last_tok = None
         cursor = 0
         for k, (f, samp) in enumerate(zip(feeds, sample_after, strict=True)):
@@ -286,7 +303,7 @@ class Decoder(ABC):
                 out[:, cursor] = idx
                 last_tok = self._image_ids[idx]
                 cursor += 1
-        codes = out.cpu().view(bsz, h, w)
+        codes = out.cpu().view(bsz, h, w) if n_images == 1 else out.cpu().view(bsz, n_images, h, w)
         return DecodeInfo("image", self.name, s.prefill_s, time.perf_counter() - t0 - s.prefill_s, s.passes,
                           [False] * bsz, codes=codes)
 

@@ -1,5 +1,8 @@
 """The WorldVLA model: token layout, action/image tokenizers, processing, the Chameleon subclass, loading.
 
+RynnVLA-002 (WorldVLA's successor: state block, wrist view, continuous action head) lives in the ``*_rynnvla``
+modules beside the WorldVLA ones.
+
 Importing this package is cheap: the public names below resolve lazily on first access (the submodules
 import torch and transformers), so ``import wvla_gym.model`` or ``import wvla_gym`` loads no model code::
 
@@ -28,6 +31,10 @@ _LAZY: dict[str, str] = {
     "ByteTextTokenizer": "processing_worldvla",
     "HFTextTokenizer": "processing_worldvla",
     "WorldVLAProcessor": "processing_worldvla",
+    "RynnVLAConfig": "configuration_rynnvla",
+    "RynnVLAActionHead": "modeling_rynnvla",
+    "RynnVLAForConditionalGeneration": "modeling_rynnvla",
+    "RynnVLAProcessor": "processing_rynnvla",
     "make_tiny_checkpoint": "tiny",
     "tiny_config": "tiny",
     "TokenLayout": "token_layout",

@@ -8,6 +8,14 @@ Released layout (Hugging Face repo ``Alibaba-DAMO-Academy/WorldVLA``; the same t
       model_256/libero_{spatial,object,goal,10}/                         # one checkpoint per suite
           config.json, model.safetensors.index.json, model-0000k-of-0000n.safetensors
 
+RynnVLA-002 (``Alibaba-DAMO-Academy/RynnVLA-002``) uses the same files per checkpoint, in
+``VLA_model_256/``, ``World_model_512/`` and ``Action_World_model_512/`` (each ``libero_{spatial,object,goal,10}``),
+with ``time_horizon`` / ``action_dim`` in ``config.json`` and the continuous head's ``action_head.*`` tensors in
+the shards. Its repository has no tokenizer files: they are looked for in ``chameleon/`` beside the model folders
+(put WorldVLA's there) or given with ``tokenizer_dir=`` / ``base_model_dir=``. A checkpoint whose config or
+weights carry the head loads as :class:`~wvla_gym.model.modeling_rynnvla.RynnVLAForConditionalGeneration`, the
+head's 45 tensors 1:1 (an unexpected or missing key is an error naming it).
+
 * ``q_norm`` / ``k_norm`` weight and bias are stored as ``(1, head_dim)`` and repeated per head on load
   (never ``ignore_mismatched_sizes``); ``model.vqmodel.*`` is not in the LM shards, the VQGAN comes from
   ``vqgan.{ckpt,yaml}``; image ids come from ``text_tokenizer.json``'s ``IMGIMG*`` names.
@@ -34,9 +42,11 @@ from safetensors.torch import load_file, save_file
 from transformers import ChameleonConfig
 from transformers.models.chameleon.modeling_chameleon import ChameleonRotaryEmbedding
 
-from .action_tokenizer import LIBERO_MAX, LIBERO_MIN
+from .action_tokenizer import LIBERO_MAX, LIBERO_MIN, RYNNVLA_LIBERO_MAX, RYNNVLA_LIBERO_MIN
+from .configuration_rynnvla import RynnVLAConfig
 from .configuration_worldvla import WorldVLAConfig
 from .image_tokenizer import ChameleonVQGAN, check_finite_tensors, load_meta_vqgan
+from .modeling_rynnvla import RynnVLAForConditionalGeneration
 from .modeling_worldvla import WorldVLAForConditionalGeneration
 from .processing_worldvla import ByteTextTokenizer, HFTextTokenizer, TextTokenizer
 from .token_layout import TokenLayout, read_vocab
@@ -47,12 +57,25 @@ RELEASED_LAYOUT_HELP = """expected the released WorldVLA layout:
   <root>/chameleon/tokenizer/text_tokenizer.json, vqgan.yaml, vqgan.ckpt
   <root>/chameleon/base_model/tokenizer.json      (Lumina-mGPT-7B-768 tokenizer; <root>/base_model/ also works)
   <root>/model_256/libero_spatial/config.json + model.safetensors.index.json + model-0000k-of-0000n.safetensors
+or RynnVLA-002's, with the same chameleon/ folders beside the model folders:
+  <root>/VLA_model_256/libero_spatial/ (also World_model_512/..., Action_World_model_512/...), same files
 and pass the checkpoint folder (e.g. <root>/model_256/libero_spatial), or pass a folder written by
 wvla_gym.model.save_pretrained (config.json with model_type "worldvla" + model.safetensors)."""
 
+#: Where the files that no RynnVLA-002 (and no per-suite WorldVLA) checkpoint folder contains come from.
+TOKENIZER_SOURCES = (
+    "get chameleon/tokenizer/ (text_tokenizer.json, vqgan.yaml, vqgan.ckpt: Meta's Chameleon files, Chameleon "
+    "Research License) from the Hugging Face repo Alibaba-DAMO-Academy/WorldVLA (folder chameleon/tokenizer; also "
+    "original_tokenizers/ of Alpha-VLLM/Chameleon_7B_mGPT) and the base tokenizer.json from Alpha-VLLM/"
+    "Lumina-mGPT-7B-768 into chameleon/base_model/, or pass tokenizer_dir= / base_model_dir="
+)
+
 NORM_KEY = re.compile(r"model\.layers\.\d+\.self_attn\.([qk])_norm\.(weight|bias)$")
 VQ_PREFIX = "model.vqmodel."
-IGNORED_LM_PREFIXES = (VQ_PREFIX, "action_head.")  # VQGAN comes from vqgan.ckpt; RynnVLA's continuous head
+ACTION_HEAD_PREFIX = "action_head."
+IGNORED_LM_PREFIXES = (VQ_PREFIX,)  # the VQGAN comes from vqgan.ckpt
+#: ``config.json`` fields that only RynnVLA-002 checkpoints carry (``ChameleonXLLMXConfig`` of its code).
+RYNNVLA_CONFIG_FIELDS = ("time_horizon", "action_dim")
 
 
 #: ``model_type`` values of released (Chameleon-based) checkpoints; ours is ``WorldVLAConfig.model_type``.
@@ -83,11 +106,12 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 def _config_from_file(folder: Path) -> WorldVLAConfig:
     cfg_path = folder / "config.json"
-    read_json_object(cfg_path)
+    raw = read_json_object(cfg_path)
+    cls = RynnVLAConfig if raw.get("model_type") == RynnVLAConfig.model_type else WorldVLAConfig
     try:
-        return WorldVLAConfig.from_pretrained(folder)
+        return cls.from_pretrained(folder)
     except Exception as e:  # ValueError / TypeError / strict-dataclass errors from the config's own checks
-        raise ValueError(f"{cfg_path}: invalid WorldVLA config ({e})") from e
+        raise ValueError(f"{cfg_path}: invalid {'RynnVLA-002' if cls is RynnVLAConfig else 'WorldVLA'} config ({e})") from e
 
 
 def _cpu_float16_to_float32(model: WorldVLAForConditionalGeneration, device: str | torch.device, source: Path) -> None:
@@ -201,13 +225,6 @@ def resolve_checkpoint(path_or_hub_id: str | os.PathLike) -> Path:
     return root / sub if sub else root
 
 
-def _find_upwards(start: Path, rel: str, levels: int = 3) -> Path | None:
-    for d in [start, *list(start.parents)[:levels]]:
-        if (d / rel).exists():
-            return d / rel
-    return None
-
-
 def _require(path: Path | None, what: str, start: Path) -> Path:
     if path is None or not path.exists():
         raise FileNotFoundError(f"missing {what} (searched from {start} and its parents).\n{RELEASED_LAYOUT_HELP}")
@@ -217,8 +234,9 @@ def _require(path: Path | None, what: str, start: Path) -> Path:
 # ---- shared model materialisation -----------------------------------------------------------------------------
 def _build_on_meta(config: WorldVLAConfig, attn_implementation: str) -> WorldVLAForConditionalGeneration:
     config._attn_implementation = attn_implementation
+    cls = RynnVLAForConditionalGeneration if isinstance(config, RynnVLAConfig) else WorldVLAForConditionalGeneration
     with torch.device("meta"):  # no random init of weights that are about to be overwritten (7B-sized models)
-        return WorldVLAForConditionalGeneration(config)
+        return cls(config)
 
 
 def _finalize(model: WorldVLAForConditionalGeneration, device: str | torch.device, dtype: torch.dtype | None):
@@ -340,7 +358,7 @@ def released_lm_state_dict(folder: Path, num_heads: int, num_kv_heads: int) -> d
     out = {}
     for k, v in sd.items():
         if k.startswith(IGNORED_LM_PREFIXES):
-            logger.warning("ignoring %s (the VQGAN is loaded from vqgan.ckpt; continuous heads are unsupported)", k)
+            logger.warning("ignoring %s (the VQGAN is loaded from vqgan.ckpt)", k)
             continue
         m = NORM_KEY.match(k)
         if m:
@@ -353,9 +371,40 @@ def released_lm_state_dict(folder: Path, num_heads: int, num_kv_heads: int) -> d
     return out
 
 
+def released_weight_names(folder: Path) -> list[str]:
+    """Tensor names of a released checkpoint, read from its index (or the single file's header) without
+    loading any tensor."""
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        weight_map = read_json_object(index).get("weight_map")
+        return sorted(weight_map) if isinstance(weight_map, dict) else []
+    single = folder / "model.safetensors"
+    if single.exists():
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(single), framework="pt") as f:
+                return sorted(f.keys())
+        except Exception as e:  # the loader names the file when it reads it; here it only decides the class
+            logger.debug("could not read the header of %s: %s", single, e)
+    return []
+
+
+def is_rynnvla_checkpoint(folder: Path) -> bool:
+    """A released checkpoint of RynnVLA-002: ``config.json`` has ``time_horizon`` / ``action_dim`` or the
+    weights hold ``action_head.*`` tensors (World_model_512 checkpoints carry an untrained head too)."""
+    raw = read_json_object(folder / "config.json") if (folder / "config.json").exists() else {}
+    if any(k in raw for k in RYNNVLA_CONFIG_FIELDS):
+        return True
+    return any(k.startswith(ACTION_HEAD_PREFIX) for k in released_weight_names(folder))
+
+
 def released_config(
-    folder: Path, layout: TokenLayout, vq_config: Any, overrides: dict[str, Any]
+    folder: Path, layout: TokenLayout, vq_config: Any, overrides: dict[str, Any], *, rynnvla: bool = False
 ) -> WorldVLAConfig:
+    """The config of a released checkpoint: sizes from its ``config.json``, the token layout and VQGAN from the
+    tokenizer files, the protocol's statistics; ``rynnvla`` -> a :class:`RynnVLAConfig` (K = ``time_horizon``,
+    the VLA's min/max, the two-view world model's training prompt)."""
     cfg_path = _require(folder / "config.json", "config.json", folder)
     raw = read_json_object(cfg_path)
     fields = set(ChameleonConfig.__dataclass_fields__) if hasattr(ChameleonConfig, "__dataclass_fields__") else set()
@@ -381,11 +430,82 @@ def released_config(
         z_loss_weight=float(raw.get("z_loss_weight", 1e-5)),
         image_loss_weight_ids="reference",
     )
+    cls: type[WorldVLAConfig] = WorldVLAConfig
+    if rynnvla:
+        cls = RynnVLAConfig
+        # ChameleonXLLMXConfig's defaults when config.json lacks the fields (action_dim 7, time_horizon 5)
+        k = raw.get("time_horizon", 5)
+        kw.update(
+            time_horizon=k,
+            action_dim=raw.get("action_dim", 7),
+            action_chunk=k,
+            action_min=list(RYNNVLA_LIBERO_MIN),
+            action_max=list(RYNNVLA_LIBERO_MAX),
+            # every released eval script passes --unmask_image_logits: greedy action decoding sees all ids
+            mask_image_logits=False,
+        )
+        if "time_horizon" in overrides:  # K follows the head's size; action_chunk mirrors it
+            kw["action_chunk"] = overrides["time_horizon"]
     kw.update(overrides)
     try:
-        return WorldVLAConfig(**kw)
+        return cls(**kw)
     except Exception as e:  # name the file (and the overrides) the bad field came from
         raise ValueError(f"{cfg_path}: invalid config (with overrides {sorted(overrides)}): {e}") from e
+
+
+def _search_dirs(folder: Path, levels: int = 3) -> list[Path]:
+    """The folder and its parents, where a checkpoint's side files are looked for (nearest first)."""
+    return [folder, *list(folder.parents)[:levels]]
+
+
+def _missing_side_file(what: str, looked_in: list[Path], rynnvla: bool) -> FileNotFoundError:
+    where = ", ".join(str(p) for p in looked_in)
+    family = "RynnVLA-002 checkpoints do not contain it; " if rynnvla else ""
+    return FileNotFoundError(f"missing {what}; looked in: {where}. {family}{TOKENIZER_SOURCES}.\n{RELEASED_LAYOUT_HELP}")
+
+
+def _released_tokenizer_files(
+    folder: Path, tokenizer_dir: str | os.PathLike | None, base_model_dir: str | os.PathLike | None, rynnvla: bool
+) -> tuple[Path, Path]:
+    """``(chameleon/tokenizer folder, base tokenizer.json)``: given, or found beside the model folders."""
+    for name, value in (("tokenizer_dir", tokenizer_dir), ("base_model_dir", base_model_dir)):
+        if value is not None and not isinstance(value, (str, os.PathLike)):
+            raise TypeError(f"{name}={value!r}; expected None or a folder (str or os.PathLike)")
+    what = "chameleon/tokenizer/ (text_tokenizer.json, vqgan.yaml, vqgan.ckpt)"
+    if tokenizer_dir is not None:
+        tok_dir = Path(tokenizer_dir).expanduser()
+        if not tok_dir.is_dir():
+            raise _missing_side_file(f"{what}: tokenizer_dir={os.fspath(tokenizer_dir)!r} is not a folder", [tok_dir], rynnvla)
+    else:
+        looked = [d / "chameleon" / "tokenizer" for d in _search_dirs(folder)]
+        tok_dir = next((d for d in looked if d.is_dir()), None)
+        if tok_dir is None:
+            raise _missing_side_file(what, looked, rynnvla)
+    for fname in ("text_tokenizer.json", "vqgan.yaml", "vqgan.ckpt"):
+        if not (tok_dir / fname).exists():
+            raise _missing_side_file(f"{tok_dir / fname}", [tok_dir], rynnvla)
+    what = "the Lumina-mGPT tokenizer chameleon/base_model/tokenizer.json"
+    if base_model_dir is not None:
+        looked = [Path(base_model_dir).expanduser() / "tokenizer.json"]
+    else:
+        looked = [d / sub / "tokenizer.json" for sub in ("chameleon/base_model", "base_model") for d in _search_dirs(folder)]
+    base = next((b for b in looked if b.exists()), None)
+    if base is None:
+        raise _missing_side_file(what, looked, rynnvla)
+    return tok_dir, base
+
+
+def _check_action_head_size(config: RynnVLAConfig, sd: dict[str, torch.Tensor], folder: Path) -> None:
+    """The head's query embedding holds K·D·hidden numbers: a mismatch names the config fields, not a tensor list."""
+    key = ACTION_HEAD_PREFIX + "action_token_embeddings.weight"
+    emb = sd.get(key)
+    want = config.time_horizon * config.action_dim * config.hidden_size
+    if emb is not None and tuple(emb.shape) != (1, want):
+        raise ValueError(
+            f"{folder / 'config.json'}: time_horizon={config.time_horizon}, action_dim={config.action_dim} and "
+            f"hidden_size={config.hidden_size} give a query embedding of (1, {want}), but {key} has shape "
+            f"{tuple(emb.shape)}; fix time_horizon / action_dim or use the weights saved with this config"
+        )
 
 
 def _load_released(
@@ -398,19 +518,12 @@ def _load_released(
     trust_pickle: bool | None = None,
     **overrides: Any,
 ) -> tuple[WorldVLAForConditionalGeneration, TextTokenizer]:
-    tok_dir = Path(tokenizer_dir) if tokenizer_dir else _find_upwards(folder, "chameleon/tokenizer")
-    tok_dir = _require(tok_dir, "chameleon/tokenizer/ (text_tokenizer.json, vqgan.yaml, vqgan.ckpt)", folder)
-    for fname in ("text_tokenizer.json", "vqgan.yaml", "vqgan.ckpt"):
-        _require(tok_dir / fname, f"{tok_dir / fname}", folder)
-    if base_model_dir:
-        base = Path(base_model_dir) / "tokenizer.json"
-    else:
-        base = _find_upwards(folder, "chameleon/base_model/tokenizer.json") or _find_upwards(folder, "base_model/tokenizer.json")
-    base = _require(base, "the Lumina-mGPT tokenizer chameleon/base_model/tokenizer.json", folder)
+    rynnvla = is_rynnvla_checkpoint(folder)
+    tok_dir, base = _released_tokenizer_files(folder, tokenizer_dir, base_model_dir, rynnvla)
 
     layout = TokenLayout.worldvla(TokenLayout.image_ids_from_vocab(read_vocab(tok_dir / "text_tokenizer.json")))
     vq: ChameleonVQGAN = load_meta_vqgan(tok_dir / "vqgan.ckpt", tok_dir / "vqgan.yaml", trust_pickle=trust_pickle)
-    config = released_config(folder, layout, vq.config, overrides)
+    config = released_config(folder, layout, vq.config, overrides, rynnvla=rynnvla)
     if len(layout.image_ids) != vq.config.num_embeddings:
         raise ValueError(f"text_tokenizer.json maps {len(layout.image_ids)} image codes, the VQGAN has {vq.config.num_embeddings}")
     model = _build_on_meta(config, attn_implementation)
@@ -418,10 +531,13 @@ def _load_released(
     shapes = {k: v.shape for k, v in model.state_dict().items() if not k.startswith("model.vqmodel.")}
     missing, unexpected = sorted(shapes.keys() - sd.keys()), sorted(sd.keys() - shapes.keys())
     if missing or unexpected:
+        what = "a RynnVLA-002 model (Chameleon LM + action_head)" if rynnvla else "a Chameleon LM"
         raise ValueError(
-            f"{folder}: checkpoint keys do not match a Chameleon LM of this config; "
+            f"{folder}: checkpoint keys do not match {what} of this config; "
             f"missing={missing[:8]} (total {len(missing)}), unexpected={unexpected[:8]} (total {len(unexpected)})"
         )
+    if rynnvla:
+        _check_action_head_size(config, sd, folder)
     # vocab_size comes from text_tokenizer.json's image ids, every other size from config.json
     check_weight_shapes(
         shapes, sd, config,
@@ -446,7 +562,9 @@ def load_checkpoint(
     """Load either format; returns ``(model, text_tokenizer)``. ``released_kwargs``: ``tokenizer_dir``,
     ``base_model_dir``, ``trust_pickle`` (let a legacy ``vqgan.ckpt`` of trusted origin unpickle objects; see
     :func:`~wvla_gym.model.image_tokenizer.read_vqgan_state_dict`) and config overrides such as
-    ``action_chunk`` (released checkpoints only).
+    ``action_chunk`` (released checkpoints only; for RynnVLA-002 e.g. ``world_action_norm``,
+    ``world_model_prompt``, ``resolution``). A RynnVLA-002 checkpoint gives a
+    :class:`~wvla_gym.model.modeling_rynnvla.RynnVLAForConditionalGeneration`.
 
     Checked at load, each failure naming the file (and the field or tensor): unreadable or non-object JSON,
     truncated/corrupt safetensors, a ``model_type`` that is neither ours nor Chameleon's, invalid config
@@ -463,11 +581,12 @@ def load_checkpoint(
     if not cfg.exists():
         raise FileNotFoundError(f"{folder}: missing config.json.\n{RELEASED_LAYOUT_HELP}")
     model_type = read_json_object(cfg).get("model_type")
-    if model_type == WorldVLAConfig.model_type:
+    if model_type in (WorldVLAConfig.model_type, RynnVLAConfig.model_type):
         return _load_own(folder, device, dtype, attn_implementation)
     if model_type is not None and model_type not in RELEASED_MODEL_TYPES:
         raise ValueError(
             f"{cfg}: model_type {model_type!r} is not a WorldVLA/Chameleon checkpoint; expected "
-            f"{WorldVLAConfig.model_type!r} (this project's format) or one of {list(RELEASED_MODEL_TYPES)} (released)"
+            f"{WorldVLAConfig.model_type!r} or {RynnVLAConfig.model_type!r} (this project's format) or one of "
+            f"{list(RELEASED_MODEL_TYPES)} (released)"
         )
     return _load_released(folder, device, dtype, attn_implementation, **released_kwargs)
