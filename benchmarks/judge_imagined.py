@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16, help="episodes stepped together")
     p.add_argument("--max-episodes-per-file", type=int, default=None)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--imagine-from", choices=["frames", "codes"], default="frames",
+    p.add_argument("--imagine-from", choices=["frames", "codes"], default="codes",
                    help="the imagined env's imagine_from: re-encode decoded frames, or feed back generated codes")
     p.add_argument("--out", type=Path, default=Path("results/judge_imagined.json"))
     args = p.parse_args(argv)

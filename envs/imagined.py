@@ -179,7 +179,7 @@ class ImaginedEnv(gym.Env):
         temperature: float = 1.0,
         device: str = "cpu",
         render_mode: str | None = None,
-        imagine_from: str = "frames",
+        imagine_from: str = "codes",
         world_action_norm: str | None = None,
     ) -> None:
         self.check_arguments(

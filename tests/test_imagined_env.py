@@ -286,7 +286,9 @@ def _compare_vec_with_singles(runtime, frames):
     venv = gym.make_vec("WorldVLA-Imagined-v0", num_envs=n, vectorization_mode="vector_entry_point", **kw)
     assert isinstance(venv.unwrapped, ImaginedVectorEnv)
     assert venv.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP
-    singles = [gym.make("WorldVLA-Imagined-v0", **kw) for _ in range(n)]
+    # The env itself, not gym.make: make() consumes max_episode_steps into a TimeLimit wrapper, whose truncation
+    # also fires on a success at the limit, while the env (and the vector env) let a success win, as LIBERO does.
+    singles = [ImaginedEnv(**kw) for _ in range(n)]
     acts = actions(steps * n, seed=1).reshape(steps, n, 7)
 
     vobs, vinfo = venv.reset(seed=10)

@@ -165,7 +165,7 @@ def test_imagined_env_feeds_the_episode_past(runtimes):
     """Stateful: every step's prediction is the runtime's on the last 3 (frame, action) pairs of this episode."""
     h3, _ = runtimes
     start = _frames(2, seed=5)
-    env = ImaginedEnv(runtime=h3, init_frames=start, instruction="go", max_episode_steps=50)
+    env = ImaginedEnv(runtime=h3, init_frames=start, instruction="go", max_episode_steps=50, imagine_from="frames")
     obs, _ = env.reset(seed=0, options={"frame_id": 1})
     frames, acts = [obs["image"]], []
     for t in range(5):
@@ -209,7 +209,7 @@ def test_open_loop_rollout_feeds_the_rollout_history(runtimes):
     h3, _ = runtimes
     start, acts = _frames(1, seed=8)[0], _acts(5, seed=9)
     roll = open_loop_rollout(h3.imagine, start, acts, horizon=5, history=h3.world_history)
-    env = ImaginedEnv(runtime=h3, instruction="go", max_episode_steps=50)
+    env = ImaginedEnv(runtime=h3, instruction="go", max_episode_steps=50, imagine_from="frames")
     env.reset(seed=0, options={"image": start})
     for t in range(5):
         obs, *_ = env.step(acts[t])

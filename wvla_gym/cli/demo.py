@@ -42,7 +42,7 @@ class DemoArgs:
     """world-model checkpoint (folder or Hub id) for the imagined half; None = the agent's own checkpoint, or for
     the embedded default agent the default's world model (assets/default/world_model). Its judge/ folder, if it
     has one, judges the imagined episode (else the agent checkpoint's judge/)"""
-    imagine_from: str = "frames"
+    imagine_from: str = "codes"
     """the imagined env's imagine_from: "frames" (re-encode each decoded frame) or "codes" (feed back the
     world model's generated codes)"""
     task_suite: str = "libero_object"

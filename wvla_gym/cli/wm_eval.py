@@ -52,7 +52,7 @@ class WmEvalArgs:
     rotate180: bool | None = None
     """Force (True) or suppress (False) the 180° rotation on read; default: decided per file from its
     images_rotated_180 attribute (official LIBERO files are rotated, ours are not)."""
-    imagine_from: Literal["frames", "codes"] = "frames"
+    imagine_from: Literal["frames", "codes"] = "codes"
     """What each imagined step's prompt is built from: the decoded frames, re-encoded (as a policy sees them), or
     the codes the world model generated (the imagined envs' imagine_from="codes")."""
     device: str = "cpu"
