@@ -58,6 +58,25 @@ class StudyArgs:
     """Runner backend of the imagined side: ``batched`` (all trials of a policy in lockstep, one world-model
     call per step) or ``sync``; the records are identical for greedy world models."""
     num_envs: int = 16
+    policies: list[str] = field(default_factory=list)
+    """Closed-loop policies of any registered family as ``NAME=SPEC`` (``SPEC`` as ``wvla-gym eval --policy``:
+    ``knn:PATH``, ``bc:PATH``, ``worldvla``, ``openpi:HOST:PORT``, ...), each run closed-loop in both envs
+    under ``NAME``; options per policy with ``--policy-kwargs NAME='{...}'``."""
+    policy_kwargs: list[str] = field(default_factory=list)
+    """``NAME=JSON`` options for a ``--policies`` entry (passed to its loader, as ``wvla-gym eval --policy-kwargs``)."""
+    sides: list[str] = field(default_factory=lambda: ["real", "imagined"])
+    """Which envs to run now (``real``, ``imagined``): the real side does not depend on the world model, so it
+    can be run (and committed) before the world model is final; privileged policies' imagined side needs
+    their real records."""
+    placement: str = "init_state"
+    """``init_state`` (the protocol) or ``sampled`` (fresh placements: the robustness column)."""
+    perturb_radius: float = 0.0
+    """Shift every movable object by a seeded offset within this radius (metres) on either start."""
+    imagine_from: str = "codes"
+    """The imagined env's ``imagine_from`` (``codes``: the world model's generated codes fed back; ``frames``)."""
+    name_suffix: str | None = None
+    """Appended to every policy name (default: ``@sampled`` / ``@perturbR`` for other starts, as ``wvla-gym
+    eval``), so every start mode is its own row in one ``--out``."""
     tiny: bool = False
     """Smoke path: task 0, 2 trials, 20 steps, 64 px, a tiny random world model."""
 
@@ -79,8 +98,16 @@ def main(argv: list[str] | None = None) -> int:
     from agents.registry import resolve_policy
 
     common = dict(suite="libero_object", tasks=args.tasks, trials=args.trials, out=args.out, resolution=args.resolution,
-                  wrist=False, max_episode_steps=args.max_episode_steps, seed=0)
-    imagined_kwargs = {"checkpoint": args.world_model} if args.world_model else {}
+                  wrist=False, max_episode_steps=args.max_episode_steps, seed=0, placement=args.placement,
+                  perturb_radius=args.perturb_radius)
+    bad_sides = sorted(set(args.sides) - {"real", "imagined"})
+    if bad_sides or not args.sides:
+        raise ValueError(f"sides={args.sides!r}; expected a non-empty subset of ['real', 'imagined']")
+    suffix = args.name_suffix
+    if suffix is None:
+        suffix = ("@sampled" if args.placement == "sampled" else "") + (
+            f"@perturb{args.perturb_radius:g}" if args.perturb_radius else "")
+    imagined_kwargs = {"imagine_from": args.imagine_from, **({"checkpoint": args.world_model} if args.world_model else {})}
     episodes = args.out / "episodes.jsonl"
     policies = []
     for noise in args.noise_levels:
@@ -99,12 +126,37 @@ def main(argv: list[str] | None = None) -> int:
         if ckpt != "default":  # a retrained checkpoint at the same path is another run
             knobs["checkpoint_digest"] = path_digest(ckpt)
         policies.append((r.name, r.factory, False, knobs))
+    kwargs_of = {}
+    for item in args.policy_kwargs:
+        name, sep, text = item.partition("=")
+        try:
+            kw = json.loads(text) if sep else None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--policy-kwargs {item!r}: {e}; expected NAME='{{...}}' (a JSON object)") from None
+        if not isinstance(kw, dict):
+            raise ValueError(f"--policy-kwargs {item!r}; expected NAME='{{...}}' (a JSON object)")
+        kwargs_of[name] = kw
+    names = []
+    for item in args.policies:
+        name, sep, spec = item.partition("=")
+        if not (sep and name and spec):
+            raise ValueError(f"--policies {item!r}; expected NAME=SPEC, e.g. knn_e30=knn:policies/knn_e30")
+        names.append(name)
+        r = resolve_policy(spec, policy_kwargs=kwargs_of.get(name))
+        knobs = {**r.knobs, "spec": spec}
+        if ":" in spec and Path(spec.split(":", 1)[1]).exists():  # a retrained folder at the same path is another run
+            knobs["policy_digest"] = path_digest(spec.split(":", 1)[1])
+        policies.append((name, r.factory, r.privileged, knobs))
+    if sorted(set(kwargs_of) - set(names)):
+        raise ValueError(f"--policy-kwargs names {sorted(set(kwargs_of) - set(names))} that are not in --policies")
+    policies = [(name + suffix, *rest) for name, *rest in policies]
     from wvla_gym.runtime import DEFAULT_ASSET_DIR
 
     wm_digest = path_digest(args.world_model or DEFAULT_ASSET_DIR)
     for name, factory, privileged, knobs in policies:
-        evaluate(factory, EvalConfig(env="real", policy_name=name, record_actions=True, knobs=knobs, **common))
-        if not args.imagined:
+        if "real" in args.sides:
+            evaluate(factory, EvalConfig(env="real", policy_name=name, record_actions=True, knobs=knobs, **common))
+        if not args.imagined or "imagined" not in args.sides:
             continue
         imag_factory = functools.partial(_replay_factory, records_path=str(episodes), policy=name) if privileged else factory
         evaluate(imag_factory, EvalConfig(env="imagined", policy_name=name, imagined_env_kwargs=imagined_kwargs,
