@@ -38,7 +38,9 @@ from agents.openpi_server import OpenpiPolicyServer, PolicySession  # noqa: E402
 @dataclass
 class Args:
     policy: str = "wvla_gym.evaluation.policies:RandomPolicy"
-    """module:Class (or module:function) returning a policy with reset() and act(obs)."""
+    """module:Class (or module:function) returning a policy with reset() and act(obs); or a policy spec of
+    wvla-gym's registry (``bc:PATH``, ``knn:PATH``, ``worldvla``, ``random``, ``zero``; ``--kwargs`` are its
+    options), which makes one policy per connection on a model loaded once."""
     kwargs: str = "{}"
     """JSON dict of keyword arguments for the policy class."""
     host: str = "127.0.0.1"
@@ -56,11 +58,27 @@ def load_class(spec: str):
     return getattr(importlib.import_module(mod), attr)
 
 
+#: ``--policy`` prefixes that name a family of wvla-gym's policy registry rather than a module.
+REGISTRY_FAMILIES = ("bc", "knn", "worldvla", "random", "zero")
+
+
+def load_policy_maker(spec: str, kwargs: dict):
+    """``spec`` -> a zero-argument callable making a fresh policy (one per connection)."""
+    if spec.partition(":")[0] in REGISTRY_FAMILIES:
+        from agents.registry import resolve_policy
+
+        factory = resolve_policy(spec, policy_kwargs=kwargs).factory  # loads the weights once, now
+        return lambda: factory(None)
+    cls = load_class(spec)
+    return lambda: cls(**kwargs)
+
+
 def main(args: Args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cls, kwargs = load_class(args.policy), json.loads(args.kwargs)
+    kwargs = json.loads(args.kwargs)
+    make_policy = load_policy_maker(args.policy, kwargs)
     server = OpenpiPolicyServer(
-        lambda: PolicySession(lambda: cls(**kwargs), resolution=args.resolution),
+        lambda: PolicySession(make_policy, resolution=args.resolution),
         metadata={"policy": args.policy, "kwargs": kwargs, "resolution": args.resolution},
         host=args.host, port=0 if args.tiny else args.port,
     )

@@ -291,3 +291,31 @@ def test_example_server_tiny():
                          capture_output=True, text=True, timeout=120, cwd=root)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "tiny: ok" in out.stdout and "actions (1, 7)" in out.stdout
+
+
+def test_example_server_serves_a_registry_policy_like_in_process():
+    """examples/openpi_policy_server.py --policy knn:PATH: each connection's chunks equal an in-process kNN
+    policy's on the same frames (the committed kNN index over 3 demos, the embedded default's VQ)."""
+    import importlib.util
+    import sys
+
+    from agents.registry import resolve_policy
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("openpi_policy_server", root / "examples" / "openpi_policy_server.py")
+    example = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = example
+    spec.loader.exec_module(example)
+    index = str(root / "policies" / "libero_object_t0" / "knn_e3")
+    make = example.load_policy_maker(f"knn:{index}", {})
+    local = resolve_policy(f"knn:{index}").factory(None)
+    srv = OpenpiPolicyServer(lambda: PolicySession(make), port=0)
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(3)]
+    with srv:
+        client = wcp.WebsocketClientPolicy("127.0.0.1", srv.port)
+        for f in frames:
+            got = client.infer({"observation/image": f, "prompt": PROMPT})["actions"]
+            want = local.act_chunk({"image": f, "instruction": PROMPT})
+            np.testing.assert_array_equal(got, np.asarray(want, np.float32))
+    assert got.shape == (8, 7)
