@@ -349,7 +349,8 @@ def test_wm_eval_cli_with_lpips_and_fvd(lpips_files, i3d_files, tmp_path, monkey
 
     monkeypatch.setitem(sys.modules, "wvla_gym.runtime", types.SimpleNamespace(WorldVLARuntime=_Runtime))
     out = tmp_path / "wm.json"
-    common = ["--data", str(tmp_path / "demo.hdf5"), "--horizon", "2", "--every", "1", "--out", str(out)]
+    common = ["--data", str(tmp_path / "demo.hdf5"), "--horizon", "2", "--every", "1", "--out", str(out),
+              "--imagine-from", "frames"]  # the stand-in runtime has no VQ: imagine from frames
     rc = main(
         common
         + [
