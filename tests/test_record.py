@@ -354,6 +354,32 @@ def test_behaviours_produce_their_documented_action_patterns():
     assert np.corrcoef(a[:-1, 0], a[1:, 0])[0, 1] > 0.4  # temporally correlated, not white noise
 
 
+def test_hold_behaviour_holds_piecewise_constant_commands_after_the_cut():
+    from wvla_gym.data.behaviours import HOLD_MAGNITUDE, HOLD_STEPS, TAIL_STEPS, Behaviour
+
+    const = _Const().act(None)
+    flips = set()
+    for seed in range(12):
+        pol, a, srcs, base = _run(Behaviour("hold"), seed=seed)
+        c, n, segs = pol.plan["cut_step"], pol.plan["tail_steps"], pol.plan["segments"]
+        assert pol.plan["tail"] == "hold" and len(a) == c + n and TAIL_STEPS[0] <= n <= TAIL_STEPS[1]
+        assert (a[:c] == const).all() and base.calls == c and srcs[c:] == ["hold"] * n
+        assert sum(s["steps"] for s in segs) == n
+        k = c
+        for seg in segs:  # each segment: one held action, pose magnitudes in range on 1-3 of x/y/z, rot 0
+            block = a[k:k + seg["steps"]]
+            assert (block == block[0]).all() and seg["steps"] <= HOLD_STEPS[1]
+            moved = np.abs(block[0, :3])
+            assert 1 <= (moved > 0).sum() <= 3 and (block[0, 3:6] == 0).all()
+            assert (moved[moved > 0] >= HOLD_MAGNITUDE[0] - 1e-4).all() and (moved <= HOLD_MAGNITUDE[1]).all()
+            # the gripper: the policy's last command (closed, +1 here), flipped where the plan says
+            assert block[0, 6] == (-1.0 if seg["gripper_flipped"] else 1.0)
+            flips.add(seg["gripper_flipped"])
+            k += seg["steps"]
+        np.testing.assert_array_equal(a, _run(Behaviour("hold"), seed=seed)[1])  # seeded
+    assert flips == {True, False}
+
+
 def test_behaviours_through_the_recorder(tmp_path):
     m = _fake_record(tmp_path, episodes=4, tasks="0", keep_failures=True, behaviours=["zero", "cut"],
                      noise_levels=[0.2])

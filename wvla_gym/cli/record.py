@@ -47,7 +47,7 @@ class RecordArgs:
     keep_failures: bool = False
     """Write failed episodes too (rewards/dones all 0, demo attr success=False); one rollout per slot."""
     behaviours: str = "expert"
-    """Comma list cycled over slots: expert, noise, cut, burst, random, zero (see wvla_gym.data.behaviours)."""
+    """Comma list cycled over slots: expert, noise, cut, burst, random, zero, hold (see wvla_gym.data.behaviours)."""
     noise_levels: str = ""
     """Comma list of action-noise stds for the 'noise' behaviour (one behaviour per level), e.g. 0.1,0.3,0.6."""
     placement: str = "fixed"

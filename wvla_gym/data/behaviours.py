@@ -13,6 +13,11 @@ behaviour per noise level):
   ``U(BURST_START_FRACTION) * NOMINAL_LENGTH`` (the policy keeps observing and must recover).
 * ``random``: ``U(SEGMENT_STEPS)`` random actions, then the episode ends.
 * ``zero``: ``U(SEGMENT_STEPS)`` zero actions (gripper open), then the episode ends.
+* ``hold``: the policy for ``cut_step`` steps (drawn as for ``cut``), then ``U(TAIL_STEPS)`` steps of
+  piecewise-constant actions: segments of ``U(HOLD_STEPS)`` steps, each holding one draw (1-3 pose axes of the
+  first three at ``±U(HOLD_MAGNITUDE)``, the rest 0; the gripper flips with probability ``HOLD_GRIPPER_FLIP``
+  per segment), then the episode ends. Held commands move the arm far and fast in one direction, which the
+  wandering ``random`` actions (mean-reverting) rarely do; a world model needs them to learn action control.
 
 "Random actions" are temporally correlated so the arm wanders instead of jittering: pose dims follow
 ``a_t = RANDOM_RHO * a_{t-1} + N(0, RANDOM_SIGMA)`` clipped to [-1, 1]; the gripper starts from the last
@@ -30,7 +35,7 @@ import numpy as np
 from wvla_gym.evaluation.policies import reset_policy
 from wvla_gym.policy import Policy
 
-BEHAVIOURS = ("expert", "noise", "cut", "burst", "random", "zero")
+BEHAVIOURS = ("expert", "noise", "cut", "burst", "random", "zero", "hold")
 #: Typical length (steps) of an expert episode on libero_object; scales cut and burst times.
 NOMINAL_LENGTH = 120
 CUT_FRACTION = (0.1, 0.9)
@@ -41,6 +46,9 @@ SEGMENT_STEPS = (30, 90)
 RANDOM_RHO = 0.8
 RANDOM_SIGMA = 0.35
 RANDOM_GRIPPER_FLIP = 0.05
+HOLD_STEPS = (6, 16)
+HOLD_MAGNITUDE = (0.4, 1.0)
+HOLD_GRIPPER_FLIP = 0.3
 
 
 @dataclass(frozen=True)
@@ -83,7 +91,7 @@ class BehaviourPolicy:
     """Wraps a policy with a :class:`Behaviour` (itself a :class:`wvla_gym.policy.Policy`); ``finished`` asks the
     recorder to end the episode.
 
-    ``source`` is what produced the last action: ``"policy"``, ``"noise"``, ``"random"`` or ``"zero"``.
+    ``source`` is what produced the last action: ``"policy"``, ``"noise"``, ``"random"``, ``"zero"`` or ``"hold"``.
     ``plan`` holds the behaviour's random draws (recorded with the episode).
     """
 
@@ -93,12 +101,15 @@ class BehaviourPolicy:
         self.rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0xBE4A])
         b, r = behaviour.name, self.rng
         self.plan: dict[str, Any] = {}
-        if b == "cut":
+        if b in ("cut", "hold"):
             self.plan = {
                 "cut_step": int(round(r.uniform(*CUT_FRACTION) * NOMINAL_LENGTH)),
                 "tail": "zero" if r.uniform() < 0.5 else "random",
                 "tail_steps": int(r.integers(TAIL_STEPS[0], TAIL_STEPS[1] + 1)),
             }
+            if b == "hold":
+                self.plan["tail"] = "hold"
+                self.plan["segments"] = self._hold_segments(self.plan["tail_steps"])
         elif b == "burst":
             self.plan = {
                 "burst_start": int(round(r.uniform(*BURST_START_FRACTION) * NOMINAL_LENGTH)),
@@ -112,11 +123,12 @@ class BehaviourPolicy:
         self.source = "policy"
         self._prev = np.zeros(7)
         self._prev[6] = -1.0
+        self._grip_at_cut = -1.0
 
     @property
     def finished(self) -> bool:
         p, b = self.plan, self.behaviour.name
-        if b == "cut":
+        if b in ("cut", "hold"):
             return self.t >= p["cut_step"] + p["tail_steps"]
         if b in ("random", "zero"):
             return self.t >= p["segment_steps"]
@@ -129,6 +141,33 @@ class BehaviourPolicy:
         self.t = 0
         self._prev = np.zeros(7)
         self._prev[6] = -1.0
+        self._grip_at_cut = -1.0
+
+    def _hold_segments(self, steps: int) -> list[dict[str, Any]]:
+        # drawn up front (the plan is recorded with the episode): [{"steps": n, "action": [7 floats]}, ...];
+        # the gripper of the first segment is decided at the cut (it continues the policy's last command)
+        r, out, left, flip = self.rng, [], steps, False
+        while left > 0:
+            n = min(left, int(r.integers(HOLD_STEPS[0], HOLD_STEPS[1] + 1)))
+            a = np.zeros(7)
+            axes = r.choice(3, size=int(r.integers(1, 4)), replace=False)
+            a[axes] = r.choice([-1.0, 1.0], size=len(axes)) * r.uniform(*HOLD_MAGNITUDE, size=len(axes))
+            flip = flip != bool(r.uniform() < HOLD_GRIPPER_FLIP)
+            out.append({"steps": n, "action": [round(float(x), 4) for x in a[:6]], "gripper_flipped": flip})
+            left -= n
+        return out
+
+    def _held(self, k: int) -> np.ndarray:
+        # step k of the tail -> its segment's action; the gripper is the policy's last command, flipped per plan
+        for seg in self.plan["segments"]:
+            if k < seg["steps"]:
+                break
+            k -= seg["steps"]
+        a = np.zeros(7)
+        a[:6] = seg["action"]
+        g = self._grip_at_cut
+        a[6] = -g if seg["gripper_flipped"] else g
+        return a
 
     def _random(self) -> np.ndarray:
         a = self._prev.copy() if self.source == "random" else np.zeros(7)
@@ -143,6 +182,10 @@ class BehaviourPolicy:
             a[6] = self._prev[6] if b == "cut" else -1.0
         elif b == "random" or (b == "cut" and t >= p["cut_step"]):
             a, src = self._random(), "random"
+        elif b == "hold" and t >= p["cut_step"]:
+            if t == p["cut_step"]:
+                self._grip_at_cut = 1.0 if self._prev[6] > 0 else -1.0
+            a, src = self._held(t - p["cut_step"]), "hold"
         else:
             a = np.asarray(self.base.act(obs), dtype=np.float64).copy()  # type: ignore[union-attr]
             src = "policy"
