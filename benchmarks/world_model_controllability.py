@@ -51,6 +51,7 @@ def main() -> None:
     p.add_argument("--at", type=int, default=50, help="agent steps before the probes")
     p.add_argument("--hold", type=int, default=12, help="steps each probe action is held")
     p.add_argument("--world-model", default=None, help="world-model checkpoint (default: the shipped one)")
+    p.add_argument("--action-guidance", type=float, default=1.0, help="the imagined env's action_guidance")
     p.add_argument("--out", default="default", help='results file ("default": benchmarks/results/<name>.json)')
     args = p.parse_args()
     import gymnasium as gym
@@ -67,7 +68,7 @@ def main() -> None:
     common = dict(task_suite="libero_object", task_id=0, resolution=64, wrist=False)
     real = gym.make("WorldVLA-LIBERO-v0", **common).unwrapped
     imagined = gym.make("WorldVLA-Imagined-v0", runtime=load_world_model(args.world_model), success_judge=None,
-                        max_episode_steps=10_000, **common).unwrapped
+                        max_episode_steps=10_000, action_guidance=args.action_guidance, **common).unwrapped
 
     def advance(env):
         obs, info = env.reset(seed=0, options={"init_state_id": args.init_state})
@@ -108,7 +109,8 @@ def main() -> None:
         out["imagined_closed_loop"][name] = {"pixel_change": _change(frames_c)}
         print(name, {k: v[name] for k, v in out.items()}, flush=True)
     rec.save({"init_state": args.init_state, "at": args.at, "hold": args.hold,
-              "world_model": args.world_model or "shipped default", "probes": out}, args.out)
+              "world_model": args.world_model or "shipped default", "action_guidance": args.action_guidance,
+              "probes": out}, args.out)
 
 
 if __name__ == "__main__":

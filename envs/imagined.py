@@ -145,7 +145,9 @@ class ImaginedEnv(gym.Env):
     ``init_frames`` (dataset of start frames), ``do_sample``/``temperature``, ``device``, ``render_mode``,
     ``imagine_from``: ``"codes"`` (default) keeps the VQ codes the world model generated (and the history's) and
     feeds them back, decoding only for the observation; ``"frames"`` re-encodes every decoded frame, as a
-    policy's frames would be (README: "Imagine from codes" has the measured difference).
+    policy's frames would be (README: "Imagine from codes" has the measured difference),
+    ``action_guidance`` (one-view world models: classifier-free guidance of each step's action against the same
+    step without pose motion, ``WorldVLARuntime.imagine``; 1 = off, the default; it doubles the decode batch).
 
     ## Two views (RynnVLA-002)
     A RynnVLA-002 checkpoint as the world model (``World_model_512/...``, ``Action_World_model_512/...``, or a
@@ -181,15 +183,17 @@ class ImaginedEnv(gym.Env):
         render_mode: str | None = None,
         imagine_from: str = "codes",
         world_action_norm: str | None = None,
+        action_guidance: float = 1.0,
     ) -> None:
         self.check_arguments(
             checkpoint=checkpoint, task_suite=task_suite, task_id=task_id, resolution=resolution, runtime=runtime,
             wrist=wrist, instruction_in_obs=instruction_in_obs, instruction=instruction, success_judge=success_judge,
             success_threshold=success_threshold, max_episode_steps=max_episode_steps, init_frames=init_frames,
             do_sample=do_sample, temperature=temperature, device=device, render_mode=render_mode,
-            imagine_from=imagine_from, world_action_norm=world_action_norm,
+            imagine_from=imagine_from, world_action_norm=world_action_norm, action_guidance=action_guidance,
         )
         self.imagine_from = imagine_from
+        self.action_guidance = float(action_guidance)
 
         self.runtime = runtime if runtime is not None else load_world_model(checkpoint, device)
         #: The world model predicts both camera views (a RynnVLA-002 checkpoint).
@@ -198,6 +202,9 @@ class ImaginedEnv(gym.Env):
             raise fail("world_action_norm", world_action_norm, "None for this one-view (WorldVLA) world model",
                        "only two-view RynnVLA-002 world models choose their input action statistics")
         self.world_action_norm = world_action_norm
+        if self.action_guidance != 1.0 and self.two_view:
+            raise fail("action_guidance", action_guidance, "1 for a two-view (RynnVLA-002) world model",
+                       "action guidance is implemented for one-view WorldVLA world models")
         rt_res = int(self.runtime.resolution)
         if resolution is None:
             resolution = rt_res
@@ -299,6 +306,7 @@ class ImaginedEnv(gym.Env):
         check_float("temperature", a["temperature"], gt=0)
         check_choice("imagine_from", a["imagine_from"], IMAGINE_FROM)
         check_choice("world_action_norm", a["world_action_norm"], WORLD_ACTION_NORMS, optional=True)
+        check_float("action_guidance", a["action_guidance"], gt=0, hint="1 = the plain world model, e.g. 2")
         check_model_source(a["checkpoint"], a["runtime"], a["device"])
 
     # ------------------------------------------------------------------ Gymnasium API
@@ -378,6 +386,7 @@ class ImaginedEnv(gym.Env):
             temperature=self.temperature,
             generator=self._generator,
             return_info=True,
+            action_guidance=self.action_guidance,
         )
         self.push_frame(res.frames[0], a, codes=res.info.codes[0])
         score = score_many(self.success_judge, [self.judge_frames()], [self.task_description])[0]

@@ -166,6 +166,7 @@ class ImaginedVectorEnv(VectorEnv):
                 temperature=self.temperature,
                 generator=self._generator,
                 return_info=True,
+                action_guidance=self.envs[0].action_guidance,
             )
             for j, i in enumerate(active):
                 self.envs[i].push_frame(res.frames[j], acts[i], codes=res.info.codes[j])

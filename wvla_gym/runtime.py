@@ -479,14 +479,14 @@ class WorldVLARuntime:
     def imagine(
         self, images: np.ndarray | None, actions: np.ndarray, *, instruction: str | None = ..., do_sample: bool = ...,
         temperature: float = ..., generator: torch.Generator | None = ..., return_info: Literal[False] = ...,
-        codes: Any = ...,
+        codes: Any = ..., action_guidance: float = ...,
     ) -> np.ndarray: ...
 
     @overload
     def imagine(
         self, images: np.ndarray | None, actions: np.ndarray, *, instruction: str | None = ..., do_sample: bool = ...,
         temperature: float = ..., generator: torch.Generator | None = ..., return_info: Literal[True],
-        codes: Any = ...,
+        codes: Any = ..., action_guidance: float = ...,
     ) -> ImaginedFrames: ...
 
     @torch.inference_mode()
@@ -501,6 +501,7 @@ class WorldVLARuntime:
         generator: torch.Generator | None = None,
         return_info: bool = False,
         codes: Any = None,
+        action_guidance: float = 1.0,
     ) -> np.ndarray | ImaginedFrames:
         """Next frames ``(B, H, W, 3)`` uint8 from frames ``(B, H, W, 3)`` uint8 and actions ``(B, 7)``.
 
@@ -519,6 +520,10 @@ class WorldVLARuntime:
         ``(B, h, w)``, ``(B, T, h, w)`` or a list of ``(T_b, h, w)`` arrays, shaped like ``images``. An imagined
         rollout that feeds back ``info.codes`` never re-encodes its own decoded frames (the imagined envs'
         ``imagine_from="codes"``).
+
+        ``action_guidance`` s != 1 strengthens the action's control (classifier-free guidance against the
+        same context with the current action's pose dims zeroed, gripper kept): codes are chosen from
+        ``g + s * (c - g)``. It costs a second prompt per row. 1 (the default) is the plain model.
         """
         r = self.resolution
         if (images is None) == (codes is None):
@@ -535,19 +540,25 @@ class WorldVLARuntime:
             raise fail("generator", generator, "None or a torch.Generator",
                        "e.g. torch.Generator().manual_seed(42)")
         return_info = check_bool("return_info", return_info)
+        action_guidance = check_float("action_guidance", action_guidance, gt=0)
         flat = [f for seq in frames for f in seq]
         toks = (self.image_tokenizer.codes_to_tokens(torch.as_tensor(np.stack(flat))).tolist() if codes is not None
                 else self._encode_frames(flat))
-        prompts, i = [], 0
+        prompts, still, i = [], [], 0
         for seq, a in zip(frames, acts, strict=True):
             n = len(seq)
             # one pair gives the released his=1 prompt (frame + action): the processor treats both forms alike
             prompts.append(self.processor.world_prompt(toks[i : i + n], a))
+            if action_guidance != 1.0:
+                a0 = np.array(a, dtype=np.float64, copy=True)
+                a0[-1, :6] = 0.0  # the current action without motion: the guidance contrasts moving with staying
+                still.append(self.processor.world_prompt(toks[i : i + n], a0))
             i += n
         h, w = self.image_tokenizer.latent_shape(r, r)
         # fed after the prompt: BOI + 2 grid tokens, every code but the last, the row-ends before it
         self._check_prompt_lengths(prompts, 3 + (h * w - 1) + (h - 1), "imagine")
         info = self.decoder.decode_image(prompts, h, w, do_sample=do_sample, temperature=temperature,
-                                         generator=generator)
+                                         generator=generator, guidance_prompts=still or None,
+                                         guidance_scale=action_guidance)
         out = self.image_tokenizer.decode_codes(info.codes)
         return ImaginedFrames(out, info) if return_info else out

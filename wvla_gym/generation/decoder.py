@@ -252,18 +252,30 @@ class Decoder(ABC):
     # ---- imagination --------------------------------------------------------------------------------------
     def decode_image(self, prompts: Sequence[Sequence[int]], h: int, w: int, *, do_sample: bool = False,
                      temperature: float = 1.0, generator: torch.Generator | None = None,
-                     n_images: int = 1) -> DecodeInfo:
+                     n_images: int = 1, guidance_prompts: Sequence[Sequence[int]] | None = None,
+                     guidance_scale: float = 1.0) -> DecodeInfo:
         """Constrained next-image decode: BOI, grid tokens and row-ends are forced, every code slot chooses
         among image ids; the codes ``(B, h, w)`` are in the returned info.
 
         ``n_images`` > 1 decodes that many images back to back (RynnVLA-002's world model answers
         ``[IMG third] [IMG wrist]``): each earlier image is closed with its last row-end and EOI and the next one
         opened with BOI and grid tokens, all forced, so every block is a valid image; the codes are then
-        ``(B, n_images, h, w)``. The first image's schedule is the one-image schedule."""
+        ``(B, n_images, h, w)``. The first image's schedule is the one-image schedule.
+
+        ``guidance_prompts`` (one per prompt) with ``guidance_scale`` s != 1: classifier-free guidance. Both
+        prompt sets decode side by side (one batch of 2B) and every code is chosen from
+        ``g + s * (c - g)`` (``c``, ``g``: the prompt's and its guidance prompt's logits); the chosen code is fed to
+        both halves, so the guidance row scores the same image under its own context."""
         if isinstance(n_images, bool) or not isinstance(n_images, int) or n_images < 1:
             raise ValueError(f"n_images={n_images!r}; expected an int >= 1")
         t0 = time.perf_counter()
         lay, dev = self.layout, self.device
+        n_out = len(prompts)
+        guided = guidance_prompts is not None and float(guidance_scale) != 1.0
+        if guidance_prompts is not None and len(guidance_prompts) != n_out:
+            raise ValueError(f"guidance_prompts has {len(guidance_prompts)} prompts; expected one per prompt ({n_out})")
+        if guided:
+            prompts = list(prompts) + list(guidance_prompts)  # type: ignore[arg-type]
         bsz = len(prompts)
         # schedule: feed BOI, grids, then every code but the last with a row-end after each full row; a code
         # is chosen after the last grid token and after every fed code (or its row-end). Between images the
@@ -289,7 +301,7 @@ class Decoder(ABC):
         base = torch.ones(bsz, max_len, dtype=torch.bool, device=dev)
         base[:, :lp] = s.valid
         slot = torch.arange(max_len, device=dev)
-        out = torch.empty(bsz, n_images * h * w, dtype=torch.long, device=dev)
+        out = torch.empty(n_out, n_images * h * w, dtype=torch.long, device=dev)
         last_tok = None
         cursor = 0
         for k, (f, samp) in enumerate(zip(feeds, sample_after, strict=True)):
@@ -298,14 +310,19 @@ class Decoder(ABC):
             logits = s.step(feed[:, None], (lens + k)[:, None], keep[:, None], logits_to_keep=1,
                             mask_image_logits=False)[:, -1]
             if samp:
+                if guided:
+                    cond, unc = logits[:n_out].float(), logits[n_out:].float()
+                    logits = unc + float(guidance_scale) * (cond - unc)
                 idx = choose_image_codes(logits, self._image_ids, do_sample=do_sample, temperature=temperature,
                                          generator=generator)
                 out[:, cursor] = idx
                 last_tok = self._image_ids[idx]
+                if guided:
+                    last_tok = torch.cat([last_tok, last_tok])
                 cursor += 1
-        codes = out.cpu().view(bsz, h, w) if n_images == 1 else out.cpu().view(bsz, n_images, h, w)
+        codes = out.cpu().view(n_out, h, w) if n_images == 1 else out.cpu().view(n_out, n_images, h, w)
         return DecodeInfo("image", self.name, s.prefill_s, time.perf_counter() - t0 - s.prefill_s, s.passes,
-                          [False] * bsz, codes=codes)
+                          [False] * n_out, codes=codes)
 
 
 class DynamicDecoder(Decoder):
