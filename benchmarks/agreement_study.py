@@ -74,6 +74,8 @@ class StudyArgs:
     """Shift every movable object by a seeded offset within this radius (metres) on either start."""
     imagine_from: str = "codes"
     """The imagined env's ``imagine_from`` (``codes``: the world model's generated codes fed back; ``frames``)."""
+    action_guidance: float = 1.0
+    """The imagined env's ``action_guidance`` (1 = the plain world model; a record knob when not 1)."""
     name_suffix: str | None = None
     """Appended to every policy name (default: ``@sampled`` / ``@perturbR`` for other starts, as ``wvla-gym
     eval``), so every start mode is its own row in one ``--out``."""
@@ -108,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         suffix = ("@sampled" if args.placement == "sampled" else "") + (
             f"@perturb{args.perturb_radius:g}" if args.perturb_radius else "")
     imagined_kwargs = {"imagine_from": args.imagine_from, **({"checkpoint": args.world_model} if args.world_model else {})}
+    if args.action_guidance != 1.0:
+        imagined_kwargs["action_guidance"] = args.action_guidance
     episodes = args.out / "episodes.jsonl"
     policies = []
     for noise in args.noise_levels:
@@ -161,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
         imag_factory = functools.partial(_replay_factory, records_path=str(episodes), policy=name) if privileged else factory
         evaluate(imag_factory, EvalConfig(env="imagined", policy_name=name, imagined_env_kwargs=imagined_kwargs,
                                           backend=args.imagined_backend, num_envs=args.num_envs, record_actions=True,
-                                          knobs={**knobs, "world_model_digest": wm_digest}, **common))
+                                          knobs={**knobs, "world_model_digest": wm_digest,
+                                                 **({"action_guidance": args.action_guidance}
+                                                    if args.action_guidance != 1.0 else {})}, **common))
     report = agreement_from_records(read_records(episodes))
     if args.imagined:  # how much of each policy's action range the world model's bins can tell apart
         from wvla_gym.runtime import WorldVLARuntime

@@ -10,7 +10,9 @@ with it open, zero) is held for ``--hold`` steps:
   imagined env's episode state, so every probe starts from the same imagined past).
 
 Reported per probe: mean absolute pixel change of the last frame against the first step's frame (0-255
-scale; how far the scene moved over the hold), and for ``imagined_from_real`` the PSNR of its last frame against the real one. A world
+scale; how far the scene moved over the hold), and for ``imagined_from_real`` the PSNR of its last frame against
+the real one and ``motion_cosine``: the cosine between the imagined and the real change images (last frame minus
+the first step's frame), 1 when the imagined scene moves where the real one does, ~0 when it moves elsewhere. A world
 model that stopped obeying actions shows the same small change for every probe.
 
     python benchmarks/world_model_controllability.py --init-state 0 --at 50 --hold 12
@@ -43,6 +45,13 @@ def _change(frames: list[np.ndarray]) -> float:
     # from the first step's frame, not the start frame: an imagined start from a real frame is followed by VQ
     # decodes, whose reconstruction error alone (~4 on this scale) would otherwise count as motion
     return round(float(np.abs(frames[-1].astype(np.float64) - frames[1].astype(np.float64)).mean()), 2)
+
+
+def _motion_cosine(imagined: list[np.ndarray], real: list[np.ndarray]) -> float:
+    di = (imagined[-1].astype(np.float64) - imagined[1].astype(np.float64)).ravel()
+    dr = (real[-1].astype(np.float64) - real[1].astype(np.float64)).ravel()
+    n = np.linalg.norm(di) * np.linalg.norm(dr)
+    return round(float(di @ dr / n), 3) if n > 0 else 0.0
 
 
 def main() -> None:
@@ -105,6 +114,7 @@ def main() -> None:
         out["imagined_from_real"][name] = {
             "pixel_change": _change(frames_i),
             "psnr_vs_real": round(float(psnr_per_image(frames_i[-1][None], frames_r[-1][None])[0]), 2),
+            "motion_cosine": _motion_cosine(frames_i, frames_r),
         }
         out["imagined_closed_loop"][name] = {"pixel_change": _change(frames_c)}
         print(name, {k: v[name] for k, v in out.items()}, flush=True)

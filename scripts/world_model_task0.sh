@@ -15,7 +15,12 @@
 #               DATA_ROOT/t0_wm          40 episodes from fresh, 3 cm-perturbed placements, failures kept, behaviours
 #                                        expert, cut, burst, random, zero, noise 0.1/0.3/0.6 (5 each; seed 0)
 #               DATA_ROOT/t0_wm_heldout  24 more such episodes with seed 1 (other placements; evaluation only)
-#   pack      DATA_ROOT/t0_* -> datasets/libero_object_t0/{expert,heldout,wm,wm_heldout}/*.codes.npz (the default's VQ)
+#   data-ctrl action-control data (2026-12-06), two chains, fresh 3 cm-perturbed placements, failures kept:
+#               DATA_ROOT/t0_hold        30 scripted-expert episodes cut at a random step, then held commands
+#                                        (behaviour hold; seed 2)
+#               DATA_ROOT/t0_agent       16 closed-loop episodes of the default WorldVLA agent (expert, hold, burst,
+#                                        noise 0.1; seed 3): the policy's own states, where the imagined arm stalled
+#   pack      DATA_ROOT/t0_* -> datasets/libero_object_t0/{expert,heldout,wm,wm_heldout,hold,agent}/*.codes.npz
 #   unpack    the committed code files -> DATA_ROOT/unpacked/t0_* (frames decoded by the default's VQ, codes stored
 #             beside); to rebuild without recording, run the later stages with DATA_ROOT=<DATA_ROOT>/unpacked
 #   vq        the embedded default's VQGAN written out as a VQ folder (RUN_ROOT/vq_default_t0), so the world model
@@ -24,6 +29,8 @@
 #             loss weight 1.0 (a world-model checkpoint; the policy keeps the paper's 0.04), 15 of 16 samples per
 #             batch world samples, action bins over everything the data emits (random included)  -> RUN_ROOT/wm_t0
 #             (INIT=<folder>/model warm-starts it from a committed checkpoint: --init-from)
+#   wm-ft     the shipped world model fine-tuned on all four training sets (expert, wm, hold, agent): 800 steps,
+#             lr 5e-4, warm-started from wvla_gym/assets/default/world_model  -> RUN_ROOT/wm_t0_ft
 #   wm-his1   the ablation: the same without history and context noise (nice 19: spare cycles only)  -> RUN_ROOT/wm_t0_his1
 #   (WORKERS=2 before a wm stage trains it data-parallel over 2 CPU processes; a run resumes across worker counts)
 #   judge     success judge on VQ-reconstructed frames (DATA_ROOT/unpacked expert + world-model episodes: what the
@@ -39,7 +46,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-STAGE="${1:?usage: scripts/world_model_task0.sh data|pack|unpack|vq|wm|wm-his1|judge|package|eval [DATA_ROOT] [RUN_ROOT]}"
+STAGE="${1:?usage: scripts/world_model_task0.sh data|data-ctrl|pack|unpack|vq|wm|wm-ft|wm-his1|judge|package|eval [DATA_ROOT] [RUN_ROOT]}"
 DATA="${2:-/work/wvla-data}"
 RUNS="${3:-/work/wvla-runs}"
 export OMP_NUM_THREADS=1
@@ -91,16 +98,29 @@ cfg = json.loads((Path(DEFAULT_ASSET_DIR) / "config.json").read_text())["vq_conf
 print(f"written: {out}")
 EOF
     ;;
+  data-ctrl)
+    nohup "${REC[@]}" --keep-failures --placement sampled --perturb-radius 0.03 --episodes-per-task 30 \
+      --behaviours hold --seed 2 --out "$DATA/t0_hold" >>"$DATA/t0_hold.log" 2>&1 &
+    echo "started pid $! (log $DATA/t0_hold.log)"
+    nohup "${REC[@]}" --keep-failures --placement sampled --perturb-radius 0.03 --episodes-per-task 16 \
+      --policy worldvla --checkpoint wvla_gym/assets/default --behaviours expert,hold,burst --noise-levels 0.1 \
+      --seed 3 --out "$DATA/t0_agent" >>"$DATA/t0_agent.log" 2>&1 &
+    echo "started pid $! (log $DATA/t0_agent.log)" ;;
   wm)
     train "$RUNS/wm_t0" 0 --world-history 2 --world-context-noise 0.1 ;;
+  wm-ft)
+    # the LM options are the shipped model's; a later value wins with tyro, so these override LM's schedule
+    INIT="${INIT:-wvla_gym/assets/default/world_model}" train "$RUNS/wm_t0_ft" 0 --world-history 2 \
+      --world-context-noise 0.1 --data "$DATA/t0_expert/$TASK0" "$DATA/t0_wm/$TASK0" "$DATA/t0_hold/$TASK0" \
+      "$DATA/t0_agent/$TASK0" --lr 5e-4 --warmup-steps 50 --steps 800 ;;
   wm-his1)
     train "$RUNS/wm_t0_his1" 19 ;;
   pack)
-    for set in expert heldout wm wm_heldout; do
+    for set in expert heldout wm wm_heldout hold agent; do
       .venv/bin/wvla-gym data pack --data "$DATA/t0_$set" --out "datasets/libero_object_t0/$set"
     done ;;
   unpack)
-    for set in expert heldout wm wm_heldout; do
+    for set in expert heldout wm wm_heldout hold agent; do
       .venv/bin/wvla-gym data unpack --data "datasets/libero_object_t0/$set" --out "$DATA/unpacked/t0_$set"
     done ;;
   judge)
@@ -127,5 +147,5 @@ EOF
         --data "$DATA/t0_heldout" "$DATA/t0_wm_heldout" --imagine-from "$from" --out "$OUT/judge_imagined_$from.json"
     done ;;
   *)
-    echo "unknown stage $STAGE; expected data, pack, unpack, vq, wm, wm-his1, judge, package or eval" >&2; exit 2 ;;
+    echo "unknown stage $STAGE; expected data, data-ctrl, pack, unpack, vq, wm, wm-ft, wm-his1, judge, package or eval" >&2; exit 2 ;;
 esac
