@@ -17,6 +17,7 @@ from wvla_gym.training import joint, joint_data
 from wvla_gym.training.data import psnr_uint8
 from wvla_gym.training.judge import label_episode
 from wvla_gym.training.vq import load_vq
+from wvla_gym.utils.run_identity import path_digest
 
 RES, T, N_DEMOS = 16, 14, 4
 INSTRUCTION = "pick up the red square"
@@ -184,6 +185,28 @@ def test_init_from_starts_from_the_given_weights(data_file, vq_dir, tmp_path, ca
     other[other.index("--hidden-size") + 1] = "16"
     assert train_main(other) != 0
     assert "does not fit this model" in capsys.readouterr().err
+
+
+def test_extra_world_samples_join_the_world_samples_and_the_identity(data_file, vq_dir, tmp_path, capsys):
+    ref = tmp_path / "ref"
+    assert train_main(_model_args(data_file, vq_dir, ref, 2)) == 0
+    base = json.loads((ref / "train_report.json").read_text())["samples"]
+    own = joint_data.load_samples(ref / "samples.pt")
+    extra = tmp_path / "sf.pt"
+    joint_data.save_samples(extra, {"world": own["world"][:5]}, "test")
+    out = tmp_path / "with_extra"
+    args = _model_args(data_file, vq_dir, out, 2, "--extra-world-samples", str(extra), "--extra-world-repeat", "3")
+    assert train_main(args) == 0
+    report = json.loads((out / "train_report.json").read_text())
+    assert report["samples"] == {"action": base["action"], "world": base["world"] + 15}
+    ident = json.loads((out / "run_identity.json").read_text())["identity"]
+    assert ident["extra_world_samples_digests"] == [path_digest(extra)] and ident["extra_world_repeat"] == 3
+    # a run folder without them resumes unchanged: the new fields are absent from its identity at their defaults
+    assert "extra_world_samples_digests" not in json.loads((ref / "run_identity.json").read_text())["identity"]
+    capsys.readouterr()
+    assert train_main(_model_args(data_file, vq_dir, tmp_path / "bad", 2, "--extra-world-samples",
+                                  str(tmp_path / "missing.pt"))) != 0
+    assert "extra_world_samples" in capsys.readouterr().err
 
 
 def test_two_datasets_may_hold_the_same_task(data_file, tmp_path):

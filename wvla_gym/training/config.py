@@ -76,6 +76,12 @@ class ModelTrainConfig:
     world_context_noise: float = 0.0
     """share of the world-model prompt's image codes replaced by random codes in each training batch (fresh
     per step; targets untouched), so the model learns to recover from its own imperfect frames"""
+    extra_world_samples: tuple[str, ...] = ()
+    """sample files of extra world-model samples, appended to the data's own (``scripts/self_forcing_samples.py``:
+    the world model's own rolled-out frames as the prompt, the recorded next frame as the target); their hashes
+    are part of the run identity"""
+    extra_world_repeat: int = 1
+    """how many times each extra world sample is added (its weight among the world samples drawn)"""
     init_from: str | None = None
     """start from these LM weights (a ``save_pretrained`` folder, e.g. ``<train model --out>/model`` or its
     ``ckpt``, of the same size and VQ) instead of a random init: more steps on a new schedule, or fine-tuning

@@ -131,10 +131,13 @@ def _latest_checkpoint(out: Path) -> Path | None:
 def model_identity(cfg: ModelTrainConfig) -> dict[str, Any]:
     """What a ``train model`` run's result depends on: the config (minus progress / logging fields and the VQ
     path), the data files' hashes and the VQ's hashes."""
-    ident = config_identity(cfg, exclude={"vq", "init_from"})
-    for k, off in (("world_history", 1), ("world_context_noise", 0.0)):  # added later: at their "off" value a run
-        if ident.get(k) == off:                                           # folder made before them still resumes
+    ident = config_identity(cfg, exclude={"vq", "init_from", "extra_world_samples"})
+    for k, off in (("world_history", 1), ("world_context_noise", 0.0),  # added later: at their "off" value a run
+                   ("extra_world_repeat", 1)):                           # folder made before them still resumes
+        if ident.get(k) == off:
             ident.pop(k)
+    if cfg.extra_world_samples:  # the samples, not the paths
+        ident["extra_world_samples_digests"] = [path_digest(f) for f in cfg.extra_world_samples]
     if cfg.init_from is not None:  # the weights, not the path
         ident["init_from_digest"] = path_digest(Path(cfg.init_from) / "model.safetensors")
     return {**ident, "data": data_identity(cfg.data), "vq_digest": vq_digest(cfg.vq)}
@@ -154,6 +157,12 @@ def train_model(cfg: ModelTrainConfig) -> dict[str, Any]:
         raise ValueError("world_weight must be >= 0")
     if isinstance(cfg.world_history, bool) or not isinstance(cfg.world_history, int) or cfg.world_history < 1:
         raise ValueError(f"world_history={cfg.world_history!r}; expected an int >= 1")
+    if isinstance(cfg.extra_world_repeat, bool) or not isinstance(cfg.extra_world_repeat, int) or cfg.extra_world_repeat < 1:
+        raise ValueError(f"extra_world_repeat={cfg.extra_world_repeat!r}; expected an int >= 1")
+    for f in cfg.extra_world_samples:
+        if not Path(f).is_file():
+            raise FileNotFoundError(f"extra_world_samples: {f} does not exist; expected a file written by "
+                                    "scripts/self_forcing_samples.py")
     if not 0.0 <= cfg.world_context_noise < 1.0:
         raise ValueError(f"world_context_noise={cfg.world_context_noise!r}; expected a share in [0, 1)")
     if cfg.init_from is not None and not (Path(cfg.init_from) / "model.safetensors").exists():
@@ -207,6 +216,12 @@ def _train(cfg: ModelTrainConfig, d: DistInfo, device: torch.device) -> dict[str
     samples = lead_first(d, lead_samples)  # samples.pt is complete before the other ranks read it
     if samples is None:
         samples = load_samples(cache)
+    for f in cfg.extra_world_samples:  # every rank reads them (small); drawn like the data's own world samples
+        extra = load_samples(Path(f))
+        if extra is None or not extra.get("world"):
+            raise ValueError(f"extra_world_samples: {f} holds no world samples; expected a file written by "
+                             "scripts/self_forcing_samples.py")
+        samples["world"] = list(samples["world"]) + list(extra["world"]) * cfg.extra_world_repeat
 
     model.to(device)
     opt = _optimizer(model, cfg)
