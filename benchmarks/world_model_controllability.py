@@ -9,7 +9,8 @@ with it open, zero) is held for ``--hold`` steps:
 * ``imagined_closed_loop``: the world model continuing its own closed-loop episode at that step (a copy of the
   imagined env's episode state, so every probe starts from the same imagined past).
 
-Reported per probe: mean absolute pixel change of the last frame against the first step's frame (0-255
+The agent's commanded actions on the way (``agent_actions_before_probes``, real and imagined) show where the
+imagined episode leaves the real one. Reported per probe: mean absolute pixel change of the last frame against the first step's frame (0-255
 scale; how far the scene moved over the hold), and for ``imagined_from_real`` the PSNR of its last frame against
 the real one and ``motion_cosine``: the cosine between the imagined and the real change images (last frame minus
 the first step's frame), 1 when the imagined scene moves where the real one does, ~0 when it moves elsewhere. A world
@@ -79,16 +80,21 @@ def main() -> None:
     imagined = gym.make("WorldVLA-Imagined-v0", runtime=load_world_model(args.world_model), success_judge=None,
                         max_episode_steps=10_000, action_guidance=args.action_guidance, **common).unwrapped
 
-    def advance(env):
+    commanded: dict[str, list[list[float]]] = {}
+
+    def advance(env, key):
         obs, info = env.reset(seed=0, options={"init_state_id": args.init_state})
         agent.reset(instruction=info["task_description"])
+        commanded[key] = []
         for _ in range(args.at):
-            obs, *_ = env.step(agent.act(obs))
+            a = agent.act(obs)
+            commanded[key].append([round(float(x), 3) for x in a])
+            obs, *_ = env.step(a)
         return obs
 
-    real_obs = advance(real)
+    real_obs = advance(real, "real")
     sim_state = real.get_sim_state()
-    advance(imagined)
+    advance(imagined, "imagined")
     # the imagined episode's whole state (frames, codes, history, counters), restored before every probe
     snapshot = copy.deepcopy({k: v for k, v in vars(imagined).items() if k.startswith("_") and k != "_np_random"})
 
@@ -120,7 +126,9 @@ def main() -> None:
         print(name, {k: v[name] for k, v in out.items()}, flush=True)
     rec.save({"init_state": args.init_state, "at": args.at, "hold": args.hold,
               "world_model": args.world_model or "shipped default", "action_guidance": args.action_guidance,
-              "probes": out}, args.out)
+              "probes": out,
+              # what the agent commanded on its way to the probe state, in each env (x, y, z, ..., gripper)
+              "agent_actions_before_probes": commanded}, args.out)
 
 
 if __name__ == "__main__":
