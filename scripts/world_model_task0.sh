@@ -31,6 +31,10 @@
 #             (INIT=<folder>/model warm-starts it from a committed checkpoint: --init-from)
 #   wm-ft     the shipped world model fine-tuned on all four training sets (expert, wm, hold, agent): 800 steps,
 #             lr 5e-4, warm-started from wvla_gym/assets/default/world_model  -> RUN_ROOT/wm_t0_ft
+#   sf-samples MODEL  self-forcing samples (scripts/self_forcing_samples.py): MODEL rolled out open loop for 7 steps
+#             from every SF_EVERY-th (16) recorded step of SF_SETS (default "expert wm"), two shards  -> RUN_ROOT/sf_<name>/shard{0,1}.pt
+#   wm-sf MODEL OUT   MODEL fine-tuned 400 steps (lr 3e-4) on TRAIN_SETS (default "expert wm") plus its
+#             self-forcing samples (3 x), his 2, context noise 0.1  -> RUN_ROOT/OUT
 #   wm-his1   the ablation: the same without history and context noise (nice 19: spare cycles only)  -> RUN_ROOT/wm_t0_his1
 #   (WORKERS=2 before a wm stage trains it data-parallel over 2 CPU processes; a run resumes across worker counts)
 #   judge     success judge on VQ-reconstructed frames (DATA_ROOT/unpacked expert + world-model episodes: what the
@@ -46,7 +50,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-STAGE="${1:?usage: scripts/world_model_task0.sh data|data-ctrl|pack|unpack|vq|wm|wm-ft|wm-his1|judge|package|eval [DATA_ROOT] [RUN_ROOT]}"
+STAGE="${1:?usage: scripts/world_model_task0.sh data|data-ctrl|pack|unpack|vq|wm|wm-ft|sf-samples|wm-sf|wm-his1|judge|package|eval [DATA_ROOT] [RUN_ROOT]}"
 DATA="${2:-/work/wvla-data}"
 RUNS="${3:-/work/wvla-runs}"
 export OMP_NUM_THREADS=1
@@ -113,6 +117,23 @@ EOF
     INIT="${INIT:-wvla_gym/assets/default/world_model}" train "$RUNS/wm_t0_ft" 0 --world-history 2 \
       --world-context-noise 0.1 --data "$DATA/t0_expert/$TASK0" "$DATA/t0_wm/$TASK0" "$DATA/t0_hold/$TASK0" \
       "$DATA/t0_agent/$TASK0" --lr 5e-4 --warmup-steps 50 --steps 800 ;;
+  sf-samples)
+    MODEL="${4:?usage: scripts/world_model_task0.sh sf-samples DATA_ROOT RUN_ROOT MODEL}"
+    dir="$RUNS/sf_$(basename "$(dirname "$MODEL")")_$(basename "$MODEL")"
+    mkdir -p "$dir"
+    sets=(); for set in ${SF_SETS:-expert wm}; do sets+=("datasets/libero_object_t0/$set"); done
+    for i in 0 1; do
+      nohup .venv/bin/python scripts/self_forcing_samples.py --world-model "$MODEL" --data "${sets[@]}" \
+        --rollout 8 --every "${SF_EVERY:-16}" --batch 32 --shard "$i/2" --out "$dir/shard$i.pt" >"$dir/shard$i.log" 2>&1 &
+    done
+    echo "started 2 shards -> $dir (logs shard*.log)" ;;
+  wm-sf)
+    MODEL="${4:?usage: scripts/world_model_task0.sh wm-sf DATA_ROOT RUN_ROOT MODEL OUT}"; OUT="${5:?OUT}"
+    dir="$RUNS/sf_$(basename "$(dirname "$MODEL")")_$(basename "$MODEL")"
+    files=(); for set in ${TRAIN_SETS:-expert wm}; do files+=("$DATA/t0_$set/$TASK0"); done
+    INIT="$MODEL" train "$RUNS/$OUT" 0 --world-history 2 --world-context-noise 0.1 --data "${files[@]}" \
+      --extra-world-samples "$dir/shard0.pt" "$dir/shard1.pt" --extra-world-repeat 3 --lr 3e-4 --warmup-steps 20 \
+      --steps 400 ;;
   wm-his1)
     train "$RUNS/wm_t0_his1" 19 ;;
   pack)
@@ -147,5 +168,5 @@ EOF
         --data "$DATA/t0_heldout" "$DATA/t0_wm_heldout" --imagine-from "$from" --out "$OUT/judge_imagined_$from.json"
     done ;;
   *)
-    echo "unknown stage $STAGE; expected data, data-ctrl, pack, unpack, vq, wm, wm-ft, wm-his1, judge, package or eval" >&2; exit 2 ;;
+    echo "unknown stage $STAGE; expected data, data-ctrl, pack, unpack, vq, wm, wm-ft, sf-samples, wm-sf, wm-his1, judge, package or eval" >&2; exit 2 ;;
 esac
