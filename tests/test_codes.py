@@ -127,6 +127,8 @@ def test_bad_code_files_are_named(tmp_path, packed):
 
 # ---- the committed data sets ---------------------------------------------------------------------------------
 COMMITTED = sorted(DATASETS.glob("**/*.codes.npz"))
+# the file the round-trip and start-state expectations were measured on (the default's expert demos)
+EXPERT = next(iter(sorted((DATASETS / "libero_object_t0" / "expert").glob("*.codes.npz"))), None)
 
 
 def test_committed_datasets_exist_and_use_the_shipped_vq(runtime):
@@ -144,7 +146,7 @@ def test_committed_datasets_exist_and_use_the_shipped_vq(runtime):
 
 
 def test_committed_dataset_round_trips(runtime, tmp_path):
-    p = COMMITTED[0]
+    p = EXPERT
     cf = CodeFile(p)
     u = unpack_codes(p, runtime.image_tokenizer.vqgan, tmp_path)
     again = CodeFile(pack_codes(u, runtime.image_tokenizer.vqgan, tmp_path / "again.codes.npz"))
@@ -161,7 +163,7 @@ def test_committed_start_state_replays_the_start(runtime):
     equal: the flattened state does not hold every MuJoCo buffer the recorder's first render saw)."""
     from envs.libero import LiberoEnv
 
-    cf = CodeFile(COMMITTED[0])
+    cf = CodeFile(EXPERT)
     env = LiberoEnv(task_suite="libero_object", task_id=0, resolution=64, wrist=False, num_steps_wait=0)
     try:
         obs, _ = env.reset(options={"sim_state": cf.start_state(0)})
